@@ -1,0 +1,30 @@
+# Quick start: `make demo` and `make test`. Each sets up .venv/ on a fresh machine (Python 3.11 + Java 17)
+# and is fast when it is already in place.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint bench clean
+
+# torch==2.13.0 first: it is the CPU build on this platform's disk; a bare `torch` would fetch a CUDA build.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check torch==2.13.0
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/medcurate sample-corpus demo-data/corpus
+	$(BIN)/medcurate run pipelines/demo.yaml --lake demo-data/lake
+	$(BIN)/medcurate releases --lake demo-data/lake
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q -ra
+
+bench: $(STAMP)
+	$(BIN)/python bench/normalize_shard.py
+
+clean:
+	rm -rf demo-data .pytest_cache

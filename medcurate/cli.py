@@ -1,0 +1,170 @@
+"""The ``medcurate`` command line.
+
+Every command takes ``--lake`` (else ``MEDCURATE_LAKE``, else the pipeline's ``lake``, else ``./lake``).
+``run`` exits 0 when the run completed, quarantined inputs included: they are reported, not fatal.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+# Prefect must not phone home (no network here) and should stay quiet unless asked.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+app = typer.Typer(
+    help="Curate medical image-text corpora into versioned WebDataset releases.", no_args_is_help=True
+)
+
+LakeOption = Annotated[
+    str | None, typer.Option("--lake", help="Lake root URI (default: MEDCURATE_LAKE or ./lake)")
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output")]
+
+
+def _lake(uri: str | None, configured: str | None = None):
+    from medcurate.lake import Lake, default_lake_uri
+
+    return Lake(uri or default_lake_uri(configured))
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _load(pipeline: Path, overrides: list[str], inputs: list[str]):
+    from medcurate.config import ConfigError, load_pipeline
+
+    try:
+        return load_pipeline(pipeline, overrides, inputs)
+    except ConfigError as exc:
+        _fail(str(exc))
+
+
+@app.command()
+def run(
+    pipeline: Annotated[Path, typer.Argument(help="Pipeline YAML file")],
+    input: Annotated[list[str], typer.Option("--input", help="URI, or NAME=URI for one source")] = [],  # noqa: A002, B006
+    lake: LakeOption = None,
+    set_: Annotated[list[str], typer.Option("--set", help="Override a config value: dotted.key=value")] = [],  # noqa: B006
+    as_json: JsonOption = False,
+) -> None:
+    """Run a pipeline: ingest new inputs, apply stages, publish a release if its content changed."""
+    cfg = _load(pipeline, set_, input)
+    from medcurate.lake import default_lake_uri
+    from medcurate.pipelines.flow import curate
+
+    summary = curate(cfg.model_dump(), lake or default_lake_uri(cfg.lake))
+    if as_json:
+        typer.echo(json.dumps(dataclasses.asdict(summary), indent=2, sort_keys=True))
+        return
+    totals = summary.ledger["totals"]
+    typer.echo(f"run {summary.run_id}: {totals['inputs']} inputs ({totals['new_inputs']} new)")
+    typer.echo(
+        f"release {summary.release_name} {summary.release_version} "
+        f"({'published' if summary.published else 'unchanged'}): {summary.sample_count} samples"
+    )
+    typer.echo(f"  path:          {summary.release_path}")
+    typer.echo(f"  content hash:  {summary.content_hash}")
+    typer.echo(f"  filtered:      {summary.filtered} {totals['filtered']}")
+    typer.echo(f"  quarantined:   {summary.quarantined} {totals['quarantined']}")
+
+
+@app.command("sample-corpus")
+def sample_corpus(directory: Annotated[Path, typer.Argument(help="Where to write the corpus")]) -> None:
+    """Write the bundled, deterministic sample corpus (synthetic, format-real, no network)."""
+    from medcurate.samplecorpus import write_sample_corpus
+
+    for name, path in write_sample_corpus(directory).items():
+        typer.echo(f"{name}: {path}")
+
+
+@app.command()
+def releases(lake: LakeOption = None, as_json: JsonOption = False) -> None:
+    """List releases with name, version, path, sample count and content hash."""
+    from medcurate.release.catalog import list_releases
+
+    store = _lake(lake)
+    rows = [release.summary(store) for release in list_releases(store)]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        typer.echo(f"no releases in {store.root_uri}")
+    for row in rows:
+        hash_prefix = row["content_hash"][:16]
+        typer.echo(f"{row['name']} {row['version']}  {row['samples']} samples  {hash_prefix}  {row['path']}")
+
+
+@app.command()
+def verify(
+    release_path: Annotated[Path, typer.Argument(help="A release folder")], as_json: JsonOption = False
+) -> None:
+    """Re-check every checksum of a release; exit 1 on any mismatch."""
+    from medcurate.release.catalog import verify_release
+
+    problems = verify_release(release_path)
+    if as_json:
+        typer.echo(
+            json.dumps({"release": str(release_path), "ok": not problems, "problems": problems}, indent=2)
+        )
+    else:
+        for problem in problems:
+            typer.echo(f"FAIL {problem}")
+        typer.echo("OK: every checksum matches" if not problems else f"{len(problems)} problem(s)")
+    if problems:
+        raise typer.Exit(1)
+
+
+@app.command()
+def audit(
+    sample_id: Annotated[str, typer.Argument(help="A sample id (a shard member's key)")],
+    lake: LakeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show a sample's record, source and every lineage event, released or not."""
+    from medcurate.audit import find_sample, render_text
+
+    result = find_sample(_lake(lake), sample_id)
+    if result is None:
+        _fail(f"sample {sample_id} not found in any release or run", code=1)
+    if as_json:
+        typer.echo(json.dumps({"where": result.where, "record": result.record}, indent=2, default=str))
+    else:
+        typer.echo(render_text(result))
+
+
+@app.command()
+def schedule(
+    pipeline: Annotated[Path, typer.Argument(help="Pipeline YAML file")],
+    cron: Annotated[str, typer.Option(help="Cron schedule, e.g. '0 2 * * *'")] = "0 2 * * *",
+    lake: LakeOption = None,
+    set_: Annotated[list[str], typer.Option("--set")] = [],  # noqa: B006
+) -> None:
+    """Serve the pipeline on a cron schedule through Prefect (runs until stopped)."""
+    from prefect import serve
+
+    from medcurate.pipelines.schedule import deployment_for
+
+    cfg = _load(pipeline, set_, [])
+    serve(deployment_for(cfg, cron, lake))
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of the sample record."""
+    from medcurate.schemas.jsonschema import dumps
+
+    sys.stdout.write(dumps())
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,242 @@
+"""Build an immutable, versioned release from sorted records.
+
+Everything is written into a hidden staging folder beside the final one; only when shards, manifest,
+card, ``release.json`` and checksums are all there is it renamed to ``releases/<name>/<version>``. A
+crash leaves at most an ``_tmp-*`` folder that no reader lists. When the content hash equals the
+latest release's, nothing new is published: the same inputs and config keep the same release.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import subprocess
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+import medcurate
+from medcurate.hashing import sha256_json
+from medcurate.lake.store import Lake
+from medcurate.release.card import render_card
+from medcurate.release.catalog import (
+    ReleaseRef,
+    bump,
+    content_hash,
+    file_sha256,
+    latest_release,
+    write_checksums,
+)
+from medcurate.release.shards import member_offsets, write_shards
+from medcurate.schemas.record import LABEL, SCHEMA_VERSION
+
+MEMBER = pa.struct(
+    [("ext", pa.string()), ("offset", pa.int64()), ("data_offset", pa.int64()), ("size", pa.int64())]
+)
+MANIFEST_SCHEMA = pa.schema(
+    [
+        ("key", pa.string()),
+        ("shard", pa.string()),
+        ("offset", pa.int64()),  # header offset of the sample's first member
+        ("members", pa.list_(MEMBER)),
+        ("source_kind", pa.string()),
+        ("dataset", pa.string()),
+        ("source_uri", pa.string()),
+        ("source_sha256", pa.string()),
+        ("license", pa.string()),
+        ("modality", pa.string()),
+        ("body_part", pa.string()),
+        ("view", pa.string()),
+        ("labels", pa.list_(LABEL)),
+        ("class_name", pa.string()),
+        ("split", pa.string()),
+        ("final_caption", pa.string()),
+        ("final_caption_author", pa.string()),
+        ("image_format", pa.string()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("image_sha256", pa.string()),
+        ("pixel_sha256", pa.string()),
+        ("phash", pa.string()),
+        ("patient_pseudonym", pa.string()),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class ReleaseSettings:
+    name: str
+    initial_version: str
+    bump: str
+    shard_max_count: int
+    shard_max_bytes: int
+
+
+@dataclass(frozen=True)
+class ReleaseOutcome:
+    release: ReleaseRef
+    published: bool  # False when the content equals the latest release's
+
+
+def _manifest_row(record: dict[str, Any]) -> dict[str, Any]:
+    source, image, medical, text = record["source"], record["image"], record["medical"], record["text"]
+    return {
+        "key": record["sample_id"],
+        "source_kind": source["kind"],
+        "dataset": source["dataset"],
+        "source_uri": source["uri"],
+        "source_sha256": source["sha256"],
+        "license": source["license"],
+        "modality": medical["modality"],
+        "body_part": medical["body_part"],
+        "view": medical["view"],
+        "labels": medical["labels"],
+        "class_name": medical["class_name"],
+        "split": record["split"],
+        "final_caption": text["final_caption"],
+        "final_caption_author": text["final_caption_author"],
+        "image_format": image["format"],
+        "width": image["width"],
+        "height": image["height"],
+        "image_sha256": image["sha256"],
+        "pixel_sha256": image["pixel_sha256"],
+        "phash": image["phash"],
+        "patient_pseudonym": record["subject"]["patient_pseudonym"],
+    }
+
+
+SHARD_STAGE_VERSION = "1"
+
+
+def _shard_event(settings: ReleaseSettings, run_id: str) -> dict[str, Any]:
+    """The lineage event of the shard stage; no version or time in it, so content stays comparable."""
+    params = {"shard_max_count": settings.shard_max_count, "shard_max_bytes": settings.shard_max_bytes}
+    return {
+        "stage": "shard",
+        "stage_version": SHARD_STAGE_VERSION,
+        "config_hash": sha256_json(params)[:16],
+        "run_id": run_id,
+        "model": None,
+        "prompt_id": None,
+        "prompt_sha256": None,
+        "decision": "released",
+        "reason": None,
+        "details": None,
+    }
+
+
+def _code_version() -> dict[str, str | None]:
+    """The package version and, when run from a git checkout, its commit."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(medcurate.__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {"medcurate": medcurate.__version__, "git_commit": commit}
+
+
+def _index(shards: list[Path], folder: Path, rows: dict[str, dict]) -> list[dict[str, Any]]:
+    """Manifest rows in shard order, with each member's offsets read back from the tar headers."""
+    manifest = []
+    for shard in shards:
+        shard_rel = shard.relative_to(folder).as_posix()
+        current: dict[str, Any] | None = None
+        for key, ext, offset, data_offset, size in member_offsets(shard):
+            if current is None or current["key"] != key:
+                current = {**rows[key], "shard": shard_rel, "offset": offset, "members": []}
+                manifest.append(current)
+            current["members"].append(
+                {"ext": ext, "offset": offset, "data_offset": data_offset, "size": size}
+            )
+    return manifest
+
+
+def build_release(
+    lake: Lake,
+    settings: ReleaseSettings,
+    records: Iterable[dict[str, Any]],
+    *,
+    config: dict[str, Any],
+    config_hash: str,
+    run_id: str,
+    ledger: Callable[[], dict[str, Any]],
+) -> ReleaseOutcome:
+    """Write shards and metadata for ``records`` (sorted by sample_id) and publish them if new.
+
+    ``ledger`` is called after the shards are written, when the run's counts are complete.
+    """
+    previous = latest_release(lake, settings.name)
+    staging_rel = f"releases/{settings.name}/_tmp-{uuid.uuid4().hex[:12]}"
+    folder = lake.local_path(staging_rel)
+    try:
+        rows: dict[str, dict] = {}
+
+        event = _shard_event(settings, run_id)
+
+        def remember(stream: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+            for record in stream:
+                record["lineage"].append(event)
+                rows[record["sample_id"]] = _manifest_row(record)
+                yield record
+
+        progress = tqdm(remember(records), desc="shards", unit="sample", leave=False, disable=None)
+        shards = write_shards(
+            progress, folder / "shards", settings.name, settings.shard_max_count, settings.shard_max_bytes
+        )
+        digests = [(shard.name, file_sha256(shard)) for shard in shards]
+        digest = content_hash(digests)
+        if previous is not None and previous.content_hash == digest:
+            return ReleaseOutcome(previous, published=False)
+
+        version = bump(previous.version, settings.bump) if previous else settings.initial_version
+        manifest_rows = _index(shards, folder, rows)
+        manifest = pa.Table.from_pylist(manifest_rows, MANIFEST_SCHEMA)
+        pq.write_table(manifest, folder / "manifest.parquet", compression="zstd")
+        samples_per_shard: dict[str, int] = {}
+        for row in manifest_rows:
+            name = row["shard"].split("/")[-1]
+            samples_per_shard[name] = samples_per_shard.get(name, 0) + 1
+        (folder / "shards" / "sizes.json").write_text(
+            "{" + ", ".join(f'"{name}": {count}' for name, count in sorted(samples_per_shard.items())) + "}\n"
+        )
+        info = {
+            "name": settings.name,
+            "version": version,
+            "content_hash": digest,
+            "sample_count": manifest.num_rows,
+            "shards": [
+                {"path": f"shards/{name}", "sha256": sha, "samples": samples_per_shard.get(name, 0)}
+                for name, sha in digests
+            ],
+            "schema_version": SCHEMA_VERSION,
+            "config": config,
+            "config_hash": config_hash,
+            "run_id": run_id,
+            "code_version": _code_version(),
+            "parent": {"version": previous.version, "content_hash": previous.content_hash}
+            if previous
+            else None,
+            "filter": None,
+            "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        }
+        (folder / "card.md").write_text(render_card(info, manifest, ledger()))
+        lake.write_json(f"{staging_rel}/release.json", info)
+        write_checksums(folder)
+        final_rel = f"releases/{settings.name}/{version}"
+        lake.move(staging_rel, final_rel)
+        return ReleaseOutcome(ReleaseRef(settings.name, version, final_rel, info), published=True)
+    finally:
+        if folder.exists():
+            shutil.rmtree(folder)

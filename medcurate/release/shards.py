@@ -1,0 +1,67 @@
+"""Write sorted records as WebDataset tar shards and index every member's offsets.
+
+Shards are written with ``webdataset.ShardWriter`` with fixed tar metadata (mtime 0, fixed owner), in
+``sample_id`` order, so the same records always give the same bytes. Offsets come from reading the
+finished tars' headers back, which is what a random-access reader (``wids``, the manifest) needs.
+"""
+
+from __future__ import annotations
+
+import tarfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import webdataset as wds
+
+from medcurate.hashing import canonical_json
+
+IMAGE_EXTENSIONS = {"png": "png", "jpeg": "jpg"}
+
+
+def sample_members(record: dict[str, Any]) -> dict[str, bytes]:
+    """The tar members of one sample: image, caption, the record as JSON, and a class index if any."""
+    image = record["image"]
+    members = {
+        IMAGE_EXTENSIONS[image["format"]]: image["bytes"],
+        "txt": (record["text"]["final_caption"] or "").encode("utf-8"),
+        "json": record_json(record).encode("utf-8"),
+    }
+    if record["medical"].get("class_index") is not None:
+        members["cls"] = str(record["medical"]["class_index"]).encode("ascii")
+    return members
+
+
+def record_json(record: dict[str, Any]) -> str:
+    """The whole record without image bytes: provenance travels with the data."""
+    image = {k: v for k, v in record["image"].items() if k != "bytes"}
+    return canonical_json({**record, "image": image})
+
+
+def write_shards(
+    records: Iterable[dict[str, Any]], folder: Path, prefix: str, max_count: int, max_bytes: int
+) -> list[Path]:
+    """Write ``records`` (already sorted) into ``folder/prefix-NNNNNN.tar``; return the shard paths."""
+    folder.mkdir(parents=True, exist_ok=True)
+    pattern = str(folder / f"{prefix}-%06d.tar")
+    with wds.ShardWriter(
+        pattern,
+        maxcount=max_count,
+        maxsize=max_bytes,
+        verbose=0,
+        encoder=False,
+        mtime=0.0,
+        user="medcurate",
+        group="medcurate",
+    ) as sink:
+        for record in records:
+            sink.write({"__key__": record["sample_id"], **sample_members(record)})
+    return sorted(folder.glob(f"{prefix}-*.tar"))
+
+
+def member_offsets(shard: Path) -> Iterator[tuple[str, str, int, int, int]]:
+    """(key, extension, header offset, data offset, size) of every member, read from the tar headers."""
+    with tarfile.open(shard, "r:") as tar:
+        for info in tar:
+            key, ext = info.name.split(".", 1)
+            yield key, ext, info.offset, info.offset_data, info.size

@@ -1,0 +1,100 @@
+"""The source contract: list inputs cheaply, then read each new one into sample records.
+
+Listing (stat, hash with a cache, parse an index) is separated from reading (bytes into records) so a
+nightly run can tell from the catalogue which inputs are new without decoding anything.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from medcurate.hashing import sha256_json, sha256_stream
+from medcurate.schemas.record import QUARANTINED, new_record
+
+#: (uri, size, mtime_ns) -> sha256 known from an earlier run, or None.
+StatCache = Callable[[str, int, int], "str | None"]
+
+
+@dataclass(frozen=True)
+class InputItem:
+    """One input as listed: enough to decide whether it is new, and to read it later.
+
+    ``key`` identifies the input's *content* (its bytes plus what the index says about it), so a
+    changed label or a replaced file is a new input while a re-listed unchanged one is not.
+    ``error`` is set when listing already found the input bad (malformed row, missing or unsafe path):
+    reading it then yields one quarantined record with that reason.
+    """
+
+    source: str
+    key: str
+    uri: str
+    sha256: str | None = None
+    size: int | None = None
+    mtime_ns: int | None = None
+    payload: Mapping[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class SourceContext:
+    stat_cache: StatCache
+    pseudonym_key: str | None = None
+
+
+class Source(ABC):
+    """A reader of one kind of raw input (labeled dataset, PMC mirror, DICOM folder, NIfTI volumes)."""
+
+    kind: ClassVar[str]
+    version: ClassVar[str]
+
+    def __init__(self, name: str, uri: str, params: Mapping[str, Any], ctx: SourceContext):
+        self.name = name
+        self.uri = uri
+        self.params = dict(params)
+        self.ctx = ctx
+
+    @abstractmethod
+    def list_inputs(self) -> Iterator[InputItem]:
+        """Every input, in a deterministic order. Must not decode images."""
+
+    @abstractmethod
+    def read(self, item: InputItem) -> list[dict[str, Any]]:
+        """Records (``new_record`` dicts, raw image bytes in ``image.bytes``) born from ``item``.
+
+        Bad input becomes a quarantined record (see ``quarantined_record``), never an exception.
+        """
+
+    def file_sha256(self, path: Path) -> tuple[str, int, int]:
+        """(sha256, size, mtime_ns) of a file, hashing only when the stat cache does not know it."""
+        stat = path.stat()
+        known = self.ctx.stat_cache(str(path), stat.st_size, stat.st_mtime_ns)
+        if known is None:
+            with path.open("rb") as stream:
+                known = sha256_stream(stream)
+        return known, stat.st_size, stat.st_mtime_ns
+
+    def sample_id(self, *identity: Any) -> str:
+        """Deterministic id from source identity (and image bytes hash); no dots, kind-prefixed."""
+        return f"{self.kind}-{sha256_json([self.kind, *identity])[:24]}"
+
+    def quarantined_record(self, item: InputItem, reason: str, **source_fields: Any) -> dict[str, Any]:
+        """The record that stands for an input that could not be read, so nothing is lost."""
+        record = new_record(
+            self.sample_id("quarantined", item.key),
+            status=QUARANTINED,
+            status_reason=reason,
+            status_stage=f"ingest.{self.kind}",
+            source={
+                "kind": self.kind,
+                "dataset": self.name,
+                "uri": item.uri,
+                "sha256": item.sha256,
+                "size": item.size,
+                **source_fields,
+            },
+        )
+        return record

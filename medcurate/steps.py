@@ -1,0 +1,245 @@
+"""The steps of a curation run, as plain functions over the lake; ``pipelines/flow.py`` makes each a task.
+
+Layout of one run (``run_id`` is derived from the config and the listed inputs, so re-running the
+same thing resumes the same run and yields the same lineage):
+
+    runs/<run_id>/<stage>/<source>/part-<hash>.parquet           active records after the stage
+    runs/<run_id>/excluded/<stage>/<source>/part-<hash>.parquet  records the stage filtered/quarantined
+    runs/<run_id>/ledger.json, runs/<run_id>/attempts/<time>.json
+
+Part names hash the inputs they hold, so a resumed run recognises finished parts whatever else
+changed, and a crash loses at most the part in flight.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+from tqdm import tqdm
+
+from medcurate.config import PipelineConfig
+from medcurate.engines import Engine, PartRef
+from medcurate.engines.base import sort_records
+from medcurate.hashing import sha256_json
+from medcurate.lake import Catalogue, Lake, Ledger
+from medcurate.schemas.record import ACTIVE, QUARANTINED, RECORD_SCHEMA, validate_batch
+from medcurate.sources import make_source
+from medcurate.sources.base import InputItem, Source, SourceContext
+from medcurate.stages import make_stage
+from medcurate.stages.base import GlobalStage, MapStage, Stage, StageContext, split_by_status
+
+INGEST = "ingest"
+
+
+@dataclass
+class SourcePlan:
+    name: str
+    source: Source
+    catalogue: Catalogue
+    items: list[InputItem]
+    new_items: list[InputItem]
+    parts: list[str] = field(default_factory=list)  # active parts of this run, after the last stage so far
+
+
+@dataclass
+class RunPlan:
+    run_id: str
+    config_hash: str
+    sources: list[SourcePlan]
+    per_input_stages: list[MapStage]
+    dataset_stages: list[Stage]
+
+
+def build_stages(config: PipelineConfig) -> tuple[list[MapStage], list[Stage]]:
+    """Split the configured stages: map stages before the first global one run once per input."""
+    stages = [make_stage(name, params) for name, params in config.stages.items()]
+    first_global = next((i for i, s in enumerate(stages) if isinstance(s, GlobalStage)), len(stages))
+    return stages[:first_global], stages[first_global:]
+
+
+def plan_run(config: PipelineConfig, lake: Lake) -> RunPlan:
+    """List every source's inputs (hashing only files the catalogue does not know) and name the run."""
+    plans = []
+    for source_cfg in config.sources:
+        catalogue = Catalogue(lake, source_cfg.name)
+        uri = source_cfg.uri if "://" in source_cfg.uri else str(Path(source_cfg.uri).resolve())
+        ctx = SourceContext(stat_cache=catalogue.known_sha256, pseudonym_key=config.resolved_pseudonym_key())
+        source = make_source(source_cfg.kind, source_cfg.name, uri, source_cfg.params, ctx)
+        items = list(tqdm(source.list_inputs(), desc=f"list {source_cfg.name}", unit="input", disable=None))
+        new_items = [item for item in items if item.key not in catalogue]
+        plans.append(SourcePlan(source_cfg.name, source, catalogue, items, new_items))
+    listing = {plan.name: sorted(item.key for item in plan.items) for plan in plans}
+    run_id = sha256_json([config.config_hash, listing])[:16]
+    per_input, dataset = build_stages(config)
+    return RunPlan(run_id, config.config_hash, plans, per_input, dataset)
+
+
+def _part_name(keys: list[str]) -> str:
+    return f"part-{sha256_json(sorted(keys))[:16]}.parquet"
+
+
+def _write_outcome(lake: Lake, run_id: str, stage: str, group: str, part: str, table: pa.Table) -> str:
+    """Write excluded rows, then active rows (the completion marker); return the active part."""
+    active, excluded = split_by_status(table)
+    if excluded.num_rows:
+        lake.write_parquet(f"runs/{run_id}/excluded/{stage}/{group}/{part}", excluded)
+    active_rel = f"runs/{run_id}/{stage}/{group}/{part}"
+    lake.write_parquet(active_rel, active)
+    return active_rel
+
+
+def ingest_event(source: Source, run_id: str, record: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "stage": f"{INGEST}.{source.kind}",
+        "stage_version": source.version,
+        "config_hash": sha256_json({"kind": source.kind, "params": source.params})[:16],
+        "run_id": run_id,
+        "model": None,
+        "prompt_id": None,
+        "prompt_sha256": None,
+        "decision": "kept" if record["status"] == ACTIVE else record["status"],
+        "reason": record["status_reason"],
+        "details": None,
+    }
+
+
+def ingest(lake: Lake, plan: SourcePlan, run_id: str, part_size: int) -> list[str]:
+    """Read new inputs into record parts (raw image bytes); bad inputs become quarantined records."""
+    parts = []
+    chunks = [plan.new_items[i : i + part_size] for i in range(0, len(plan.new_items), part_size)]
+    for chunk in tqdm(chunks, desc=f"ingest {plan.name}", unit="part", disable=None):
+        name = _part_name([item.key for item in chunk])
+        active_rel = f"runs/{run_id}/{INGEST}/{plan.name}/{name}"
+        if not lake.exists(active_rel):
+            records = []
+            for item in chunk:
+                born = plan.source.read(item) or [
+                    plan.source.quarantined_record(item, "empty_input: no sample found in this input")
+                ]
+                for record in born:
+                    record["source"]["input_key"] = item.key
+                    if record["status"] == QUARANTINED:
+                        record["status_stage"] = f"{INGEST}.{plan.source.kind}"
+                    record["lineage"].append(ingest_event(plan.source, run_id, record))
+                    records.append(record)
+            table = sort_records(pa.Table.from_pylist(records, RECORD_SCHEMA))
+            validate_batch(table, f"source {plan.name!r}")
+            _write_outcome(lake, run_id, INGEST, plan.name, name, table)
+        parts.append(active_rel)
+    return parts
+
+
+def apply_map_stage(
+    lake: Lake, engine: Engine, stage: MapStage, group: str, parts: list[PartRef], run_id: str
+) -> list[str]:
+    """Run a map stage over parts; parts already done in this run are skipped (resumption)."""
+    ctx = StageContext(run_id=run_id)
+    outputs = []
+    for part in tqdm(parts, desc=stage.name, unit="part", disable=None):
+        # A whole part keeps its name from stage to stage (the catalogue finds its exclusions by it);
+        # a restricted part is a new selection and gets a name of its own.
+        name = (
+            part.path.rsplit("/", 1)[1]
+            if part.sample_ids is None
+            else _part_name([part.path, *part.sample_ids])
+        )
+        active_rel = f"runs/{run_id}/{stage.name}/{group}/{name}"
+        if not lake.exists(active_rel):
+            table = engine.map_part(stage, part, ctx)
+            _write_outcome(lake, run_id, stage.name, group, name, table)
+        outputs.append(active_rel)
+    return outputs
+
+
+def commit_catalogue(lake: Lake, plan: SourcePlan, run_id: str, stage_names: list[str]) -> None:
+    """Record, per new input, what became of each of its records and which part holds it."""
+    items = {item.key: item for item in plan.new_items}
+    for final_part in plan.parts:
+        name = final_part.rsplit("/", 1)[1]
+        locations = [final_part] + [
+            f"runs/{run_id}/excluded/{stage}/{plan.name}/{name}" for stage in [INGEST, *stage_names]
+        ]
+        rows = []
+        for rel in locations:
+            if not lake.exists(rel):
+                continue
+            columns = ["sample_id", "status", "status_reason", "status_stage", "source"]
+            for record in lake.read_parquet(rel, columns=columns).to_pylist():
+                item = items[record["source"]["input_key"]]
+                rows.append(
+                    {
+                        "source": plan.name,
+                        "input_key": item.key,
+                        "sample_id": record["sample_id"],
+                        "uri": item.uri,
+                        "size": item.size,
+                        "mtime_ns": item.mtime_ns,
+                        "sha256": item.sha256,
+                        "status": record["status"],
+                        "status_reason": record["status_reason"],
+                        "status_stage": record["status_stage"],
+                        "part": rel,
+                        "run_id": run_id,
+                    }
+                )
+        plan.catalogue.commit(f"{run_id}-{name.removesuffix('.parquet')}", rows)
+
+
+def assemble(plans: list[SourcePlan], ledger: Ledger) -> list[PartRef]:
+    """Active records of every listed input (new or cached), as restricted parts; count the rest."""
+    by_part: dict[str, set[str]] = {}
+    for plan in plans:
+        counts = ledger.source(plan.name)
+        counts.inputs, counts.new_inputs = len(plan.items), len(plan.new_items)
+        keys = sorted({item.key for item in plan.items})
+        lost = [key for key in keys if key not in plan.catalogue]
+        if lost:
+            raise RuntimeError(
+                f"source {plan.name}: {len(lost)} listed input(s) have no catalogue entry: {lost[:3]}"
+            )
+        for entry in plan.catalogue.entries(keys):
+            counts.candidates += 1
+            if entry.status == ACTIVE:
+                by_part.setdefault(entry.part, set()).add(entry.sample_id)
+            else:
+                counts.count(entry.status, entry.status_reason)
+    return [PartRef(path, frozenset(ids)) for path, ids in sorted(by_part.items())]
+
+
+def apply_dataset_stage(
+    lake: Lake, engine: Engine, stage: Stage, parts: list[PartRef], run_id: str, ledger: Ledger
+) -> list[PartRef]:
+    """A stage over the whole dataset: fit first if global, then map every part; count exclusions."""
+    if isinstance(stage, GlobalStage):
+        state = stage.fit(engine.fit_table(parts, list(stage.fit_columns)))
+        mapper = stage.bind(state)
+    else:
+        mapper = stage
+    outputs = apply_map_stage(lake, engine, mapper, "dataset", parts, run_id)
+    for rel in outputs:
+        name = rel.rsplit("/", 1)[1]
+        excluded_rel = f"runs/{run_id}/excluded/{stage.name}/dataset/{name}"
+        if lake.exists(excluded_rel):
+            for row in lake.read_parquet(
+                excluded_rel, columns=["source", "status", "status_reason"]
+            ).to_pylist():
+                ledger.source(row["source"]["dataset"]).count(row["status"], row["status_reason"])
+    return [PartRef(rel) for rel in outputs]
+
+
+def iter_sorted_records(lake: Lake, parts: list[PartRef], batch_rows: int = 256) -> Iterator[dict[str, Any]]:
+    """All active records of the parts, merged in sample_id order without loading them all at once."""
+
+    def one_part(part: PartRef) -> Iterator[dict[str, Any]]:
+        from medcurate.engines.base import restrict
+
+        table = restrict(lake.read_parquet(part.path), part.sample_ids).sort_by("sample_id")
+        for batch in table.to_batches(max_chunksize=batch_rows):
+            yield from batch.to_pylist()
+
+    yield from heapq.merge(*(one_part(part) for part in parts), key=lambda record: record["sample_id"])

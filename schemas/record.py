@@ -1,0 +1,200 @@
+"""The sample record: one row per image-text sample, as a versioned Arrow schema.
+
+Every stage boundary validates batches against ``RECORD_SCHEMA`` so that a stage emitting a wrong
+schema fails loudly at the boundary instead of corrupting a release downstream. Only types that survive
+a round trip through Spark's Arrow conversion are used (no unsigned integers, no timestamps).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import pyarrow as pa
+
+SCHEMA_VERSION = "1.0"
+
+#: Values of ``status``: where a record stands after the last stage that touched it.
+ACTIVE, FILTERED, QUARANTINED = "active", "filtered", "quarantined"
+STATUSES = (ACTIVE, FILTERED, QUARANTINED)
+
+LABEL = pa.struct([("name", pa.string()), ("value", pa.string())])
+
+LINEAGE_EVENT = pa.struct(
+    [
+        ("stage", pa.string()),
+        ("stage_version", pa.string()),
+        ("config_hash", pa.string()),
+        ("run_id", pa.string()),
+        ("model", pa.string()),
+        ("prompt_id", pa.string()),
+        ("prompt_sha256", pa.string()),
+        ("decision", pa.string()),
+        ("reason", pa.string()),
+        ("details", pa.string()),  # canonical JSON of stage-specific facts (sizes, distances, ...)
+    ]
+)
+
+SOURCE = pa.struct(
+    [
+        ("kind", pa.string()),  # labeled, pmc, dicom, nifti
+        ("dataset", pa.string()),
+        ("uri", pa.string()),  # the exact file the image bytes came from
+        ("member", pa.string()),  # member inside an archive, if any
+        ("sha256", pa.string()),  # of the source file's bytes
+        ("size", pa.int64()),
+        ("input_key", pa.string()),  # catalogue key of the input this sample was born from
+        ("manifest_uri", pa.string()),  # the index (CSV, file list) that named this sample
+        ("manifest_line", pa.int64()),
+        ("license", pa.string()),
+        ("license_url", pa.string()),
+        ("citation", pa.string()),
+    ]
+)
+
+IMAGE = pa.struct(
+    [
+        ("bytes", pa.binary()),
+        ("sha256", pa.string()),  # of the encoded bytes above
+        ("pixel_sha256", pa.string()),  # of the decoded pixels: catches re-encoded copies
+        ("format", pa.string()),  # png, jpeg
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("mode", pa.string()),
+        ("bits", pa.int32()),
+        ("phash", pa.string()),  # 64-bit DCT perceptual hash, 16 hex digits
+        ("source_format", pa.string()),
+        ("source_width", pa.int32()),
+        ("source_height", pa.int32()),
+        ("source_mode", pa.string()),
+    ]
+)
+
+SUBJECT = pa.struct(
+    [
+        ("patient_pseudonym", pa.string()),  # keyed HMAC, never the raw identifier
+        ("study_pseudonym", pa.string()),
+        ("sex", pa.string()),
+        ("age_band", pa.string()),
+    ]
+)
+
+MEDICAL = pa.struct(
+    [
+        ("modality", pa.string()),
+        ("body_part", pa.string()),
+        ("view", pa.string()),
+        ("labels", pa.list_(LABEL)),  # value: positive, negative, uncertain
+        ("class_name", pa.string()),  # single-label datasets only
+        ("class_index", pa.int32()),
+        ("findings", pa.string()),
+    ]
+)
+
+TEXT = pa.struct(
+    [
+        ("source_caption", pa.string()),
+        ("citing_context", pa.string()),
+        ("label_text", pa.string()),
+        ("generated_caption", pa.string()),
+        ("final_caption", pa.string()),
+        ("final_caption_author", pa.string()),  # e.g. "template:labels.chest_xray@1", "author", "model:..."
+    ]
+)
+
+SCORE = pa.struct([("name", pa.string()), ("value", pa.float64()), ("model", pa.string())])
+
+DEDUP = pa.struct(
+    [
+        ("exact_group", pa.string()),
+        ("near_group", pa.string()),
+        ("semantic_group", pa.string()),
+        ("duplicate_of", pa.string()),
+        ("method", pa.string()),
+        ("distance", pa.float64()),
+    ]
+)
+
+RECORD_SCHEMA = pa.schema(
+    [
+        ("sample_id", pa.string()),
+        ("schema_version", pa.string()),
+        ("status", pa.string()),
+        ("status_reason", pa.string()),
+        ("status_stage", pa.string()),
+        ("source", SOURCE),
+        ("image", IMAGE),
+        ("subject", SUBJECT),
+        ("medical", MEDICAL),
+        ("text", TEXT),
+        ("scores", pa.list_(SCORE)),
+        ("dedup", DEDUP),
+        ("split", pa.string()),
+        ("lineage", pa.list_(LINEAGE_EVENT)),
+    ],
+    metadata={"medcurate.schema_version": SCHEMA_VERSION},
+)
+
+
+class SchemaMismatch(TypeError):
+    """A batch does not have the record schema: the stage that produced it is broken."""
+
+
+def _diff(actual: pa.Schema, expected: pa.Schema) -> str:
+    lines = []
+    names = {f.name for f in expected}
+    for field in expected:
+        if field.name not in actual.names:
+            lines.append(f"missing field {field.name!r}")
+        elif not actual.field(field.name).type.equals(field.type):
+            lines.append(f"{field.name!r}: got {actual.field(field.name).type}, expected {field.type}")
+    lines += [f"unexpected field {name!r}" for name in actual.names if name not in names]
+    if not lines and actual.names != expected.names:
+        lines.append(f"field order {actual.names} != {expected.names}")
+    return "; ".join(lines)
+
+
+def validate_batch(batch: pa.RecordBatch | pa.Table, where: str) -> None:
+    """Raise ``SchemaMismatch`` naming ``where`` unless ``batch`` is a well-formed record batch."""
+    if not batch.schema.equals(RECORD_SCHEMA, check_metadata=False):
+        raise SchemaMismatch(f"{where}: wrong record schema: {_diff(batch.schema, RECORD_SCHEMA)}")
+    ids = batch.column("sample_id")
+    if ids.null_count:
+        raise SchemaMismatch(f"{where}: {ids.null_count} record(s) without sample_id")
+    for sample_id in ids.to_pylist():
+        if "." in sample_id:
+            raise SchemaMismatch(f"{where}: sample_id {sample_id!r} contains a dot (breaks WebDataset keys)")
+    bad = set(batch.column("status").to_pylist()) - set(STATUSES)
+    if bad:
+        raise SchemaMismatch(f"{where}: unknown status values {sorted(map(str, bad))}")
+
+
+def new_record(sample_id: str, **groups: Any) -> dict[str, Any]:
+    """A record dict with every group present (missing values null), status active."""
+    record: dict[str, Any] = {
+        "sample_id": sample_id,
+        "schema_version": SCHEMA_VERSION,
+        "status": ACTIVE,
+        "status_reason": None,
+        "status_stage": None,
+        "source": {},
+        "image": {},
+        "subject": {},
+        "medical": {"labels": []},
+        "text": {},
+        "scores": [],
+        "dedup": {},
+        "split": None,
+        "lineage": [],
+    }
+    record.update(groups)
+    return record
+
+
+def to_batch(records: Iterable[Mapping[str, Any]]) -> pa.RecordBatch:
+    """Records (dicts) to a validated RecordBatch with the record schema."""
+    return pa.RecordBatch.from_pylist(list(records), schema=RECORD_SCHEMA)
+
+
+def empty_table() -> pa.Table:
+    return RECORD_SCHEMA.empty_table()

@@ -1,0 +1,27 @@
+"""Stages: pure functions over Arrow batches of sample records (see ``base``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from medcurate.stages.base import GlobalStage, MapStage, Stage
+
+
+def _registry() -> dict[str, type[Stage]]:
+    # Imported here so that loading the contract does not pull in Pillow, imagehash or templates.
+    from medcurate.stages.exact_dedup import ExactDedupStage
+    from medcurate.stages.label_text import LabelTextStage
+    from medcurate.stages.normalize import NormalizeStage
+    from medcurate.stages.split import SplitStage
+
+    return {cls.name: cls for cls in (NormalizeStage, LabelTextStage, SplitStage, ExactDedupStage)}
+
+
+def make_stage(name: str, params: dict[str, Any] | None) -> Stage:
+    registry = _registry()
+    if name not in registry:
+        raise ValueError(f"unknown stage {name!r}; known stages: {sorted(registry)}")
+    return registry[name](dict(params or {}))
+
+
+__all__ = ["GlobalStage", "MapStage", "Stage", "make_stage"]
