@@ -85,7 +85,10 @@ class Lake:
 
     def write_parquet(self, rel: str, table: pa.Table) -> None:
         sink = io.BytesIO()
-        pq.write_table(table, sink, compression="zstd", write_statistics=False)
+        # Image bytes are already compressed (PNG/JPEG): compressing them again only costs time.
+        codecs = {name: "snappy" for name in _leaf_paths(table.schema)}
+        codecs.update({name: "none" for name in codecs if name.endswith("bytes")})
+        pq.write_table(table, sink, compression=codecs, write_statistics=False)
         self.write_bytes(rel, sink.getvalue())
 
     def read_parquet(self, rel: str, columns: list[str] | None = None) -> pa.Table:
@@ -100,6 +103,19 @@ class Lake:
 
     def move(self, src_rel: str, dst_rel: str) -> None:
         self.fs.move(self.path(src_rel), self.path(dst_rel))
+
+
+def _leaf_paths(schema: pa.Schema) -> list[str]:
+    """Dotted paths of every leaf column, as parquet names them for per-column settings."""
+
+    def walk(prefix: str, data_type: pa.DataType) -> list[str]:
+        if pa.types.is_struct(data_type):
+            return [p for field in data_type for p in walk(f"{prefix}.{field.name}", field.type)]
+        if pa.types.is_list(data_type):
+            return walk(f"{prefix}.list.element", data_type.value_type)
+        return [prefix]
+
+    return [p for field in schema for p in walk(field.name, field.type)]
 
 
 def default_lake_uri(configured: str | None) -> str:

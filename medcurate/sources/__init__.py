@@ -1,0 +1,23 @@
+"""Sources: readers of raw inputs, looked up by the ``kind`` a pipeline config names."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from medcurate.sources.base import InputItem, Source, SourceContext
+from medcurate.sources.labeled import LabeledSource
+
+SOURCES: dict[str, type[Source]] = {"labeled": LabeledSource}
+
+
+def make_source(kind: str, name: str, uri: str, params: Mapping[str, Any], ctx: SourceContext) -> Source:
+    """The source of ``kind`` for dataset ``name`` at ``uri``; ValueError naming the known kinds."""
+    try:
+        cls = SOURCES[kind]
+    except KeyError:
+        raise ValueError(f"unknown source kind {kind!r}; known: {', '.join(sorted(SOURCES))}") from None
+    return cls(name, uri, params, ctx)
+
+
+__all__ = ["SOURCES", "InputItem", "LabeledSource", "Source", "SourceContext", "make_source"]

@@ -1,0 +1,131 @@
+"""End to end on the sample corpus: a real Prefect flow, a real lake, shards read back by webdataset."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pyarrow.parquet as pq
+import pytest
+import webdataset as wds
+from PIL import Image
+
+from medcurate.lake import Lake
+from medcurate.pipelines.flow import curate
+from medcurate.release.catalog import list_releases, verify_release
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+EXPECTED_STAGES = {"ingest.labeled", "normalize", "label_text", "split", "exact_dedup", "shard"}
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory, corpus_root):
+    """One demo run shared by the read-only checks below (a run costs several seconds)."""
+    from medcurate.config import load_pipeline
+
+    from .conftest import DEMO_PIPELINE
+
+    inputs = [
+        f"chest-xray={corpus_root / 'labeled' / 'chest_xray'}",
+        f"dermatology={corpus_root / 'labeled' / 'dermatology'}",
+    ]
+    cfg = load_pipeline(DEMO_PIPELINE, [], inputs)
+    lake_root = tmp_path_factory.mktemp("lake")
+    summary = curate(cfg.model_dump(), str(lake_root))
+    return cfg, lake_root, summary
+
+
+def test_release_is_listed_and_verifies(demo_run):
+    _, lake_root, summary = demo_run
+    (release,) = list_releases(Lake(str(lake_root)))
+    assert (release.name, release.version) == ("demo", "1.0.0")
+    assert release.content_hash == summary.content_hash and summary.published
+    assert verify_release(lake_root / release.path) == []
+
+
+def test_shards_yield_exactly_the_manifest_samples(demo_run):
+    _, lake_root, summary = demo_run
+    folder = lake_root / "releases" / "demo" / "1.0.0"
+    manifest = pq.read_table(folder / "manifest.parquet").to_pylist()
+    shards = sorted(str(p) for p in (folder / "shards").glob("*.tar"))
+    assert len(shards) > 1, "shard_max_count should split the demo release"
+    seen = []
+    for sample in wds.WebDataset(shards, shardshuffle=False):
+        image_ext = "png" if "png" in sample else "jpg"
+        Image.open(io.BytesIO(sample[image_ext])).load()
+        assert sample["txt"].decode().strip()
+        record = json.loads(sample["json"])
+        assert record["sample_id"] == sample["__key__"]
+        assert {event["stage"] for event in record["lineage"]} == EXPECTED_STAGES
+        assert "bytes" not in record["image"]
+        seen.append(sample["__key__"])
+    assert seen == [row["key"] for row in manifest] == sorted(seen)
+    assert len(seen) == summary.sample_count > 20
+
+
+def test_manifest_offsets_point_at_members(demo_run):
+    _, lake_root, _ = demo_run
+    folder = lake_root / "releases" / "demo" / "1.0.0"
+    row = pq.read_table(folder / "manifest.parquet").to_pylist()[3]
+    member = next(m for m in row["members"] if m["ext"] == "json")
+    with open(folder / row["shard"], "rb") as shard:
+        shard.seek(member["data_offset"])
+        assert json.loads(shard.read(member["size"]))["sample_id"] == row["key"]
+
+
+def test_ledger_balances_and_names_every_bad_input(demo_run):
+    _, lake_root, summary = demo_run
+    ledger = json.loads((lake_root / "runs" / summary.run_id / "ledger.json").read_text())
+    chest = ledger["sources"]["chest-xray"]
+    assert chest["balanced"] and ledger["sources"]["dermatology"]["balanced"]
+    assert {"corrupt_image", "missing_file", "malformed_row", "decompression_bomb"} <= set(
+        chest["quarantined"]
+    )
+    assert chest["filtered"].get("exact_duplicate") == 1
+    totals = ledger["totals"]
+    assert totals["candidates"] == totals["released"] + sum(totals["filtered"].values()) + sum(
+        totals["quarantined"].values()
+    )
+    assert summary.quarantined == sum(totals["quarantined"].values()) >= 4
+
+
+def test_no_phi_raw_patient_ids_in_shards(demo_run):
+    _, lake_root, _ = demo_run
+    for shard in (lake_root / "releases" / "demo" / "1.0.0" / "shards").glob("*.tar"):
+        for sample in wds.WebDataset(str(shard), shardshuffle=False):
+            record = json.loads(sample["json"])
+            assert (
+                record["subject"]["patient_pseudonym"] is None
+                or "patient" not in (record["subject"]["patient_pseudonym"])
+            )
+
+
+def test_second_run_reads_nothing_and_keeps_the_release(demo_run):
+    cfg, lake_root, first = demo_run
+    second = curate(cfg.model_dump(), str(lake_root))
+    assert second.ledger["totals"]["new_inputs"] == 0
+    assert second.content_hash == first.content_hash
+    assert not second.published and second.release_version == "1.0.0"
+    assert second.ledger["totals"] == {**first.ledger["totals"], "new_inputs": 0}
+
+
+def test_new_input_makes_a_new_minor_version(demo_config, copy_corpus, tmp_path):
+    corpus = copy_corpus()
+    lake_root = tmp_path / "lake"
+    derm = f"dermatology={corpus / 'labeled' / 'dermatology'}"
+    chest = f"chest-xray={corpus / 'labeled' / 'chest_xray'}"
+    from medcurate.config import load_pipeline
+
+    from .conftest import DEMO_PIPELINE
+
+    cfg = load_pipeline(DEMO_PIPELINE, [], [chest, derm])
+    first = curate(cfg.model_dump(), str(lake_root))
+    extra = corpus / "labeled" / "dermatology" / "nevus" / "zz_new.png"
+    Image.new("RGB", (64, 48), (120, 30, 60)).save(extra)
+    second = curate(cfg.model_dump(), str(lake_root))
+    assert second.ledger["totals"]["new_inputs"] == 1
+    assert second.published and second.release_version == "1.1.0"
+    assert second.sample_count == first.sample_count + 1
+    info = json.loads((lake_root / "releases" / "demo" / "1.1.0" / "release.json").read_text())
+    assert info["parent"] == {"version": "1.0.0", "content_hash": first.content_hash}
