@@ -84,7 +84,8 @@ def medcurate_run(source_dir: Path, lake_dir: Path) -> int:
     (source,) = plan.sources
     source.parts = ingest(lake, source, plan.run_id, cfg.engine.part_size)
     for stage in plan.per_input_stages:
-        source.parts = apply_map_stage(lake, engine, stage, source.name, [PartRef(p) for p in source.parts], plan.run_id)
+        parts = [PartRef(p) for p in source.parts]
+        source.parts = apply_map_stage(lake, engine, stage, source.name, parts, plan.run_id)
     commit_catalogue(lake, source, plan.run_id, [s.name for s in plan.per_input_stages])
     ledger = Ledger(plan.run_id)
     parts = assemble(plan.sources, ledger)
