@@ -27,7 +27,7 @@ from medcurate.engines import Engine, PartRef
 from medcurate.engines.base import sort_records
 from medcurate.hashing import sha256_json
 from medcurate.lake import Catalogue, Lake, Ledger
-from medcurate.schemas.record import ACTIVE, QUARANTINED, RECORD_SCHEMA, validate_batch
+from medcurate.schemas.record import ACTIVE, QUARANTINED, RECORD_SCHEMA, lineage_event, validate_batch
 from medcurate.sources import make_source
 from medcurate.sources.base import InputItem, Source, SourceContext
 from medcurate.stages import make_stage
@@ -94,18 +94,14 @@ def _write_outcome(lake: Lake, run_id: str, stage: str, group: str, part: str, t
 
 
 def ingest_event(source: Source, run_id: str, record: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "stage": f"{INGEST}.{source.kind}",
-        "stage_version": source.version,
-        "config_hash": sha256_json({"kind": source.kind, "params": source.params})[:16],
-        "run_id": run_id,
-        "model": None,
-        "prompt_id": None,
-        "prompt_sha256": None,
-        "decision": "kept" if record["status"] == ACTIVE else record["status"],
-        "reason": record["status_reason"],
-        "details": None,
-    }
+    return lineage_event(
+        f"{INGEST}.{source.kind}",
+        source.version,
+        sha256_json({"kind": source.kind, "params": source.params})[:16],
+        run_id,
+        "kept" if record["status"] == ACTIVE else record["status"],
+        record["status_reason"],
+    )
 
 
 def ingest(lake: Lake, plan: SourcePlan, run_id: str, part_size: int) -> list[str]:

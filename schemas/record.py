@@ -191,6 +191,34 @@ def new_record(sample_id: str, **groups: Any) -> dict[str, Any]:
     return record
 
 
+def lineage_event(
+    stage: str,
+    stage_version: str,
+    config_hash: str,
+    run_id: str,
+    decision: str,
+    reason: str | None = None,
+    *,
+    model: str | None = None,
+    prompt_id: str | None = None,
+    prompt_sha256: str | None = None,
+    details: str | None = None,
+) -> dict[str, Any]:
+    """One lineage event; the only place its fields are spelled out."""
+    return {
+        "stage": stage,
+        "stage_version": stage_version,
+        "config_hash": config_hash,
+        "run_id": run_id,
+        "model": model,
+        "prompt_id": prompt_id,
+        "prompt_sha256": prompt_sha256,
+        "decision": decision,
+        "reason": reason,
+        "details": details,
+    }
+
+
 def to_batch(records: Iterable[Mapping[str, Any]]) -> pa.RecordBatch:
     """Records (dicts) to a validated RecordBatch with the record schema."""
     return pa.RecordBatch.from_pylist(list(records), schema=RECORD_SCHEMA)

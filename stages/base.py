@@ -21,6 +21,7 @@ from medcurate.schemas.record import (
     QUARANTINED,
     RECORD_SCHEMA,
     SchemaMismatch,
+    lineage_event,
     to_batch,
     validate_batch,
 )
@@ -82,18 +83,18 @@ class Stage(ABC):
 
     def event(self, ctx: StageContext, decision: str, reason: str | None = None, **details: Any) -> dict:
         """One lineage event of this stage; ``details`` are stored as canonical JSON."""
-        return {
-            "stage": self.name,
-            "stage_version": self.version,
-            "config_hash": self.config_hash,
-            "run_id": ctx.run_id,
-            "model": details.pop("model", None),
-            "prompt_id": details.pop("prompt_id", None),
-            "prompt_sha256": details.pop("prompt_sha256", None),
-            "decision": decision,
-            "reason": reason,
-            "details": canonical_json(details) if details else None,
-        }
+        return lineage_event(
+            self.name,
+            self.version,
+            self.config_hash,
+            ctx.run_id,
+            decision,
+            reason,
+            model=details.pop("model", None),
+            prompt_id=details.pop("prompt_id", None),
+            prompt_sha256=details.pop("prompt_sha256", None),
+            details=canonical_json(details) if details else None,
+        )
 
 
 class MapStage(Stage):

@@ -34,7 +34,7 @@ from medcurate.release.catalog import (
     write_checksums,
 )
 from medcurate.release.shards import member_offsets, write_shards
-from medcurate.schemas.record import LABEL, SCHEMA_VERSION
+from medcurate.schemas.record import LABEL, SCHEMA_VERSION, lineage_event
 
 MEMBER = pa.struct(
     [("ext", pa.string()), ("offset", pa.int64()), ("data_offset", pa.int64()), ("size", pa.int64())]
@@ -117,18 +117,7 @@ SHARD_STAGE_VERSION = "1"
 def _shard_event(settings: ReleaseSettings, run_id: str) -> dict[str, Any]:
     """The lineage event of the shard stage; no version or time in it, so content stays comparable."""
     params = {"shard_max_count": settings.shard_max_count, "shard_max_bytes": settings.shard_max_bytes}
-    return {
-        "stage": "shard",
-        "stage_version": SHARD_STAGE_VERSION,
-        "config_hash": sha256_json(params)[:16],
-        "run_id": run_id,
-        "model": None,
-        "prompt_id": None,
-        "prompt_sha256": None,
-        "decision": "released",
-        "reason": None,
-        "details": None,
-    }
+    return lineage_event("shard", SHARD_STAGE_VERSION, sha256_json(params)[:16], run_id, "released")
 
 
 def _code_version() -> dict[str, str | None]:
