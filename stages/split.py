@@ -28,7 +28,13 @@ class SplitStage(RecordStage):
 
     def apply(self, record: dict[str, Any], ctx: StageContext) -> tuple[dict[str, Any], dict[str, Any]]:
         subject = record["subject"] or {}
-        group = subject.get("patient_pseudonym") or subject.get("study_pseudonym") or record["sample_id"]
+        kind, group = (
+            next(
+                (k, subject[f"{k}_pseudonym"]) for k in ("patient", "study") if subject.get(f"{k}_pseudonym")
+            )
+            if subject.get("patient_pseudonym") or subject.get("study_pseudonym")
+            else ("sample", record["sample_id"])
+        )
         seed = str(self.params.get("seed", "medcurate"))
         position = int(sha256_text(f"{seed}\x1f{group}")[:15], 16) / float(1 << 60)
         cumulative = 0.0
@@ -39,4 +45,4 @@ class SplitStage(RecordStage):
             if position < cumulative:
                 record["split"] = name
                 break
-        return record, {"group": "patient" if subject.get("patient_pseudonym") else "sample"}
+        return record, {"group": kind}
