@@ -28,13 +28,12 @@ class SplitStage(RecordStage):
 
     def apply(self, record: dict[str, Any], ctx: StageContext) -> tuple[dict[str, Any], dict[str, Any]]:
         subject = record["subject"] or {}
-        kind, group = (
-            next(
-                (k, subject[f"{k}_pseudonym"]) for k in ("patient", "study") if subject.get(f"{k}_pseudonym")
-            )
-            if subject.get("patient_pseudonym") or subject.get("study_pseudonym")
-            else ("sample", record["sample_id"])
-        )
+        for kind in ("patient", "study"):
+            if subject.get(f"{kind}_pseudonym"):
+                group = subject[f"{kind}_pseudonym"]
+                break
+        else:
+            kind, group = "sample", record["sample_id"]
         seed = str(self.params.get("seed", "medcurate"))
         position = int(sha256_text(f"{seed}\x1f{group}")[:15], 16) / float(1 << 60)
         cumulative = 0.0
