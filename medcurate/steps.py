@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from medcurate.config import PipelineConfig
 from medcurate.engines import Engine, PartRef
-from medcurate.engines.base import sort_records
+from medcurate.engines.base import restrict, sort_records
 from medcurate.hashing import sha256_json
 from medcurate.lake import Catalogue, Lake, Ledger
 from medcurate.schemas.record import ACTIVE, QUARANTINED, RECORD_SCHEMA, lineage_event, validate_batch
@@ -232,8 +232,6 @@ def iter_sorted_records(lake: Lake, parts: list[PartRef], batch_rows: int = 256)
     """All active records of the parts, merged in sample_id order without loading them all at once."""
 
     def one_part(part: PartRef) -> Iterator[dict[str, Any]]:
-        from medcurate.engines.base import restrict
-
         table = restrict(lake.read_parquet(part.path), part.sample_ids).sort_by("sample_id")
         for batch in table.to_batches(max_chunksize=batch_rows):
             yield from batch.to_pylist()
