@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +25,12 @@ from tqdm import tqdm
 from medcurate.config import PipelineConfig
 from medcurate.engines import Engine, PartRef
 from medcurate.engines.base import restrict, sort_records
-from medcurate.hashing import sha256_json
+from medcurate.hashing import canonical_json, sha256_json
 from medcurate.lake import Catalogue, Lake, Ledger
+from medcurate.release.changes import CurrentFacts
 from medcurate.schemas.record import ACTIVE, QUARANTINED, RECORD_SCHEMA, lineage_event, validate_batch
 from medcurate.sources import make_source
-from medcurate.sources.base import InputItem, Source, SourceContext
+from medcurate.sources.base import INGEST_DETAILS, InputItem, Source, SourceContext
 from medcurate.stages import make_stage
 from medcurate.stages.base import GlobalStage, MapStage, Stage, StageContext, split_by_status
 
@@ -62,20 +63,36 @@ def build_stages(config: PipelineConfig) -> tuple[list[MapStage], list[Stage]]:
     return stages[:first_global], stages[first_global:]
 
 
+def processing_key(source: Source, per_input: list[MapStage]) -> str:
+    """What the cached per-input work depends on besides the input itself: reader and stage configs.
+
+    Changing a source's params or version, or a per-input stage's params or version, re-reads every
+    input of that source; changing only dataset stages does not.
+    """
+    stages = [(stage.name, stage.version, stage.config_hash) for stage in per_input]
+    return sha256_json([source.kind, source.version, source.params, stages])[:16]
+
+
 def plan_run(config: PipelineConfig, lake: Lake) -> RunPlan:
     """List every source's inputs (hashing only files the catalogue does not know) and name the run."""
+    per_input, dataset = build_stages(config)
     plans = []
     for source_cfg in config.sources:
         catalogue = Catalogue(lake, source_cfg.name)
         uri = source_cfg.uri if "://" in source_cfg.uri else str(Path(source_cfg.uri).resolve())
-        ctx = SourceContext(stat_cache=catalogue.known_sha256, pseudonym_key=config.resolved_pseudonym_key())
+        ctx = SourceContext(
+            stat_cache=catalogue.known_sha256,
+            pseudonym_key=config.resolved_pseudonym_key(),
+            history=catalogue.keys_at,
+        )
         source = make_source(source_cfg.kind, source_cfg.name, uri, source_cfg.params, ctx)
-        items = list(tqdm(source.list_inputs(), desc=f"list {source_cfg.name}", unit="input", disable=None))
+        listed = tqdm(source.list_inputs(), desc=f"list {source_cfg.name}", unit="input", disable=None)
+        processing = processing_key(source, per_input)
+        items = [replace(item, key=sha256_json([item.key, processing])[:32]) for item in listed]
         new_items = [item for item in items if item.key not in catalogue]
         plans.append(SourcePlan(source_cfg.name, source, catalogue, items, new_items))
     listing = {plan.name: sorted(item.key for item in plan.items) for plan in plans}
     run_id = sha256_json([config.config_hash, listing])[:16]
-    per_input, dataset = build_stages(config)
     return RunPlan(run_id, config.config_hash, plans, per_input, dataset)
 
 
@@ -93,7 +110,9 @@ def _write_outcome(lake: Lake, run_id: str, stage: str, group: str, part: str, t
     return active_rel
 
 
-def ingest_event(source: Source, run_id: str, record: dict[str, Any]) -> dict[str, Any]:
+def ingest_event(
+    source: Source, run_id: str, record: dict[str, Any], details: dict[str, Any] | None
+) -> dict[str, Any]:
     return lineage_event(
         f"{INGEST}.{source.kind}",
         source.version,
@@ -101,6 +120,7 @@ def ingest_event(source: Source, run_id: str, record: dict[str, Any]) -> dict[st
         run_id,
         "kept" if record["status"] == ACTIVE else record["status"],
         record["status_reason"],
+        details=canonical_json(details) if details else None,
     )
 
 
@@ -117,11 +137,13 @@ def ingest(lake: Lake, plan: SourcePlan, run_id: str, part_size: int) -> list[st
                 born = plan.source.read(item) or [
                     plan.source.quarantined_record(item, "empty_input: no sample found in this input")
                 ]
+                item_details = plan.source.details(item) or {}
                 for record in born:
+                    details = {**item_details, **record.pop(INGEST_DETAILS, {})}
                     record["source"]["input_key"] = item.key
                     if record["status"] == QUARANTINED:
                         record["status_stage"] = f"{INGEST}.{plan.source.kind}"
-                    record["lineage"].append(ingest_event(plan.source, run_id, record))
+                    record["lineage"].append(ingest_event(plan.source, run_id, record, details))
                     records.append(record)
             table = sort_records(pa.Table.from_pylist(records, RECORD_SCHEMA))
             validate_batch(table, f"source {plan.name!r}")
@@ -237,3 +259,32 @@ def iter_sorted_records(lake: Lake, parts: list[PartRef], batch_rows: int = 256)
             yield from batch.to_pylist()
 
     yield from heapq.merge(*(one_part(part) for part in parts), key=lambda record: record["sample_id"])
+
+
+def current_facts(
+    lake: Lake, plans: list[SourcePlan], run_id: str, dataset_stages: list[str]
+) -> CurrentFacts:
+    """What this run knows to explain a release's changes: listings, old inputs, exclusions."""
+    facts = CurrentFacts()
+    catalogues = {plan.name: plan.catalogue for plan in plans}
+    for plan in plans:
+        for item in plan.items:
+            facts.listed_keys.add(item.key)
+            details = plan.source.details(item) or {}
+            scalars = {k: v for k, v in details.items() if isinstance(v, str | int | float | bool)}
+            facts.listed_by_uri[(plan.name, item.uri)] = {"input_key": item.key, "facts": scalars}
+        for entry in plan.catalogue.entries(sorted({item.key for item in plan.items})):
+            if entry.status != ACTIVE:
+                facts.excluded[entry.sample_id] = entry.status_reason or entry.status
+    for stage in dataset_stages:
+        for rel in lake.walk_files(f"runs/{run_id}/excluded/{stage}", suffix=".parquet"):
+            for row in lake.read_parquet(rel, columns=["sample_id", "status_reason"]).to_pylist():
+                facts.excluded[row["sample_id"]] = row["status_reason"]
+
+    def input_uri(dataset: str, key: str) -> str | None:
+        catalogue = catalogues.get(dataset)
+        entries = catalogue.entries([key]) if catalogue else []
+        return entries[0].uri if entries else None
+
+    facts.input_uri = input_uri
+    return facts

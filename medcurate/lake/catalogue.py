@@ -57,12 +57,15 @@ class Catalogue:
         self.folder = f"state/catalogue/{source}"
         self.by_input: dict[str, list[CatalogueEntry]] = defaultdict(list)
         self._stat: dict[tuple[str, int, int], str] = {}
+        self._keys_by_uri: dict[str, list[str]] = defaultdict(list)
         for rel in lake.walk_files(self.folder, suffix=".parquet"):
             self._add(lake.read_parquet(rel).to_pylist())
 
     def _add(self, rows: Iterable[dict]) -> None:
         for row in rows:
             entry = CatalogueEntry(**row)
+            if entry.input_key not in self.by_input:
+                self._keys_by_uri[entry.uri].append(entry.input_key)
             self.by_input[entry.input_key].append(entry)
             if entry.sha256 and entry.size is not None and entry.mtime_ns is not None:
                 self._stat[(entry.uri, entry.size, entry.mtime_ns)] = entry.sha256
@@ -70,6 +73,10 @@ class Catalogue:
     def known_sha256(self, uri: str, size: int, mtime_ns: int) -> str | None:
         """The stat cache: a file with the same path, size and mtime is not hashed again."""
         return self._stat.get((uri, size, mtime_ns))
+
+    def keys_at(self, uri: str) -> list[str]:
+        """Keys of every input ever read from ``uri``, oldest first (what a re-read supersedes)."""
+        return list(self._keys_by_uri.get(uri, []))
 
     def __contains__(self, input_key: str) -> bool:
         return input_key in self.by_input

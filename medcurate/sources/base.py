@@ -17,6 +17,15 @@ from medcurate.schemas.record import QUARANTINED, new_record
 
 #: (uri, size, mtime_ns) -> sha256 known from an earlier run, or None.
 StatCache = Callable[[str, int, int], "str | None"]
+#: uri -> catalogue keys of inputs read earlier from that uri (so a source can say what it supersedes).
+History = Callable[[str], "list[str]"]
+
+#: A record may carry facts for its own ingest lineage event under this key; ingest removes it.
+INGEST_DETAILS = "_ingest_details"
+
+
+def _no_history(uri: str) -> list[str]:
+    return []
 
 
 @dataclass(frozen=True)
@@ -43,6 +52,7 @@ class InputItem:
 class SourceContext:
     stat_cache: StatCache
     pseudonym_key: str | None = None
+    history: History = _no_history
 
 
 class Source(ABC):
@@ -67,6 +77,10 @@ class Source(ABC):
 
         Bad input becomes a quarantined record (see ``quarantined_record``), never an exception.
         """
+
+    def details(self, item: InputItem) -> dict[str, Any] | None:
+        """Facts about ``item`` for the ingest lineage event of each of its records (index facts...)."""
+        return None
 
     def file_sha256(self, path: Path) -> tuple[str, int, int]:
         """(sha256, size, mtime_ns) of a file, hashing only when the stat cache does not know it."""
