@@ -26,6 +26,7 @@ from medcurate.steps import (
     apply_map_stage,
     assemble,
     commit_catalogue,
+    current_facts,
     ingest,
     iter_sorted_records,
     plan_run,
@@ -131,6 +132,7 @@ def curate(config: dict[str, Any], lake_uri: str | None = None) -> RunSummary:
         config_hash=cfg.config_hash,
         run_id=plan.run_id,
         ledger=ledger.as_dict,
+        facts=lambda: current_facts(lake, plan.sources, plan.run_id, [s.name for s in plan.dataset_stages]),
     )
     ledger.check()
     lake.write_json(f"runs/{plan.run_id}/ledger.json", ledger.as_dict())

@@ -33,6 +33,7 @@ from medcurate.release.catalog import (
     latest_release,
     write_checksums,
 )
+from medcurate.release.changes import CurrentFacts, compute_changes
 from medcurate.release.shards import member_offsets, write_shards
 from medcurate.schemas.record import LABEL, SCHEMA_VERSION, lineage_event
 
@@ -65,6 +66,10 @@ MANIFEST_SCHEMA = pa.schema(
         ("pixel_sha256", pa.string()),
         ("phash", pa.string()),
         ("patient_pseudonym", pa.string()),
+        ("article_id", pa.string()),  # PMCID for literature figures
+        ("figure_kind", pa.string()),
+        ("input_key", pa.string()),  # the catalogue input the sample was born from
+        ("content_sha256", pa.string()),  # the record without lineage and image bytes (see changes.py)
     ]
 )
 
@@ -108,7 +113,17 @@ def _manifest_row(record: dict[str, Any]) -> dict[str, Any]:
         "pixel_sha256": image["pixel_sha256"],
         "phash": image["phash"],
         "patient_pseudonym": record["subject"]["patient_pseudonym"],
+        "article_id": (record.get("article") or {}).get("pmcid"),
+        "figure_kind": (record.get("figure") or {}).get("kind"),
+        "input_key": source["input_key"],
+        "content_sha256": content_sha256(record),
     }
+
+
+def content_sha256(record: dict[str, Any]) -> str:
+    """What a sample *is*, for comparing releases: everything but lineage and the raw image bytes."""
+    image = {k: v for k, v in record["image"].items() if k != "bytes"}
+    return sha256_json({**{k: v for k, v in record.items() if k != "lineage"}, "image": image})
 
 
 SHARD_STAGE_VERSION = "1"
@@ -161,10 +176,12 @@ def build_release(
     config_hash: str,
     run_id: str,
     ledger: Callable[[], dict[str, Any]],
+    facts: Callable[[], CurrentFacts] | None = None,
 ) -> ReleaseOutcome:
     """Write shards and metadata for ``records`` (sorted by sample_id) and publish them if new.
 
-    ``ledger`` is called after the shards are written, when the run's counts are complete.
+    ``ledger`` is called after the shards are written, when the run's counts are complete;
+    ``facts`` only when a new version is published, to explain its changes against the parent.
     """
     previous = latest_release(lake, settings.name)
     staging_rel = f"releases/{settings.name}/_tmp-{uuid.uuid4().hex[:12]}"
@@ -200,6 +217,16 @@ def build_release(
         (folder / "shards" / "sizes.json").write_text(
             "{" + ", ".join(f'"{name}": {count}' for name, count in sorted(samples_per_shard.items())) + "}\n"
         )
+        parent_manifest = (
+            pq.read_table(lake.local_path(previous.path, "manifest.parquet")) if previous else None
+        )
+        changes = compute_changes(
+            parent_manifest,
+            manifest_rows,
+            facts() if facts else CurrentFacts(),
+            previous.version if previous else None,
+        )
+        lake.write_json(f"{staging_rel}/changes.json", changes)
         info = {
             "name": settings.name,
             "version": version,
@@ -217,6 +244,7 @@ def build_release(
             "parent": {"version": previous.version, "content_hash": previous.content_hash}
             if previous
             else None,
+            "changes": {k: changes[k] for k in ("added", "removed", "changed")},
             "filter": None,
             "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         }

@@ -17,6 +17,16 @@ def _table(title: str, counts: Counter) -> str:
     return f"### {title}\n\n| value | samples |\n|---|---|\n{rows}\n"
 
 
+def _changes(info: dict[str, Any]) -> str:
+    changes = info.get("changes")
+    if not changes or not info.get("parent"):
+        return "(first release)\n"
+    return (
+        f"{changes['added']} added, {changes['removed']} removed, {changes['changed']} changed; "
+        "`changes.json` lists each sample with its reason.\n"
+    )
+
+
 def render_card(info: dict[str, Any], manifest: pa.Table, ledger: dict[str, Any]) -> str:
     rows = manifest.to_pylist()
     labels: Counter = Counter()
@@ -35,6 +45,11 @@ def render_card(info: dict[str, Any], manifest: pa.Table, ledger: dict[str, Any]
         _table("By label", labels),
         _table("By split", Counter(row["split"] for row in rows)),
         _table("By license", Counter(row["license"] for row in rows)),
+        _table(
+            "By figure kind (literature figures)", Counter(r["figure_kind"] for r in rows if r["figure_kind"])
+        ),
+        "## Changes since the parent release\n",
+        _changes(info),
         "## What did not make it (this run's ledger)\n",
     ]
     for name, source in ledger.get("sources", {}).items():
