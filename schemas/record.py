@@ -12,7 +12,7 @@ from typing import Any
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"  # 1.1: article and figure groups (PMC)
 
 #: Values of ``status``: where a record stands after the last stage that touched it.
 ACTIVE, FILTERED, QUARANTINED = "active", "filtered", "quarantined"
@@ -102,6 +102,39 @@ TEXT = pa.struct(
     ]
 )
 
+ARTICLE = pa.struct(
+    [
+        ("pmcid", pa.string()),
+        ("pmid", pa.string()),
+        ("doi", pa.string()),
+        ("title", pa.string()),
+        ("journal", pa.string()),
+        ("year", pa.int32()),
+        ("article_type", pa.string()),
+        ("keywords", pa.list_(pa.string())),
+        ("last_updated", pa.string()),  # as the source index states it (PMC file list)
+    ]
+)
+
+PANEL = pa.struct([("label", pa.string()), ("text", pa.string())])
+CITING_SENTENCE = pa.struct([("section", pa.string()), ("text", pa.string())])
+
+FIGURE = pa.struct(
+    [
+        ("id", pa.string()),  # the figure's id in its document (e.g. JATS fig/@id)
+        ("label", pa.string()),  # "Figure 3"
+        ("title", pa.string()),  # caption title
+        ("graphic", pa.string()),  # the reference the document makes to the image (xlink:href)
+        ("container", pa.string()),  # body, fig-group, floats-group, boxed-text, ...
+        ("compound", pa.bool_()),  # multi-panel, per the caption
+        ("panels", pa.list_(PANEL)),  # per-panel sub-captions, in order
+        ("citing", pa.list_(CITING_SENTENCE)),  # sentences of the text that cite this figure
+        ("kind", pa.string()),  # medical_image, chart, diagram, table_image, gel, equipment_photo, photo
+        ("kind_confidence", pa.float64()),
+        ("kind_method", pa.string()),  # the classifier that decided, e.g. heuristic-v1
+    ]
+)
+
 SCORE = pa.struct([("name", pa.string()), ("value", pa.float64()), ("model", pa.string())])
 
 DEDUP = pa.struct(
@@ -127,6 +160,8 @@ RECORD_SCHEMA = pa.schema(
         ("subject", SUBJECT),
         ("medical", MEDICAL),
         ("text", TEXT),
+        ("article", ARTICLE),
+        ("figure", FIGURE),
         ("scores", pa.list_(SCORE)),
         ("dedup", DEDUP),
         ("split", pa.string()),
@@ -182,6 +217,8 @@ def new_record(sample_id: str, **groups: Any) -> dict[str, Any]:
         "subject": {},
         "medical": {"labels": []},
         "text": {},
+        "article": None,  # only sources that read documents (PMC) fill these two
+        "figure": None,
         "scores": [],
         "dedup": {},
         "split": None,
