@@ -277,13 +277,19 @@ def _write_derm(root: Path) -> Path:
 def write_sample_corpus(root: Path) -> dict[str, Path]:
     """Write (or refresh) the synthetic corpus under ``root``; dataset name -> dataset root.
 
-    Use with ``LabeledSource`` and the params in ``SAMPLE_PARAMS``.
+    Use the labeled datasets with ``LabeledSource`` and the params in ``SAMPLE_PARAMS``; ``pmc`` (the
+    classic package layout) and ``pmc_cloud`` (the cloud per-file layout) with ``PmcSource``.
     """
     root = Path(root)
     _write_if_changed(root / "README.txt", README.encode("utf-8"))
+    from medcurate.pmc_corpus import write_pmc_sample_corpus  # generator of the PMC mirrors
+
+    pmc = write_pmc_sample_corpus(root)
     return {
         "labeled_chest": _write_chest(root / "labeled" / "chest_xray"),
         "labeled_derm": _write_derm(root / "labeled" / "dermatology"),
+        "pmc": pmc["classic"]["root"],
+        "pmc_cloud": pmc["cloud"]["root"],
     }
 
 

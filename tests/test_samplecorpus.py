@@ -42,10 +42,12 @@ def test_layout_and_size(corpus):
     assert paths == {
         "labeled_chest": root / "labeled" / "chest_xray",
         "labeled_derm": root / "labeled" / "dermatology",
+        "pmc": root / "pmc",
+        "pmc_cloud": root / "pmc-cloud",
     }
     assert "synthetic" in (root / "README.txt").read_text().lower()
     everything = files(root)
-    assert sum(map(len, everything.values())) < 3_000_000
+    assert sum(map(len, everything.values())) < 4_000_000
     chest = [k for k in everything if k.startswith("labeled/chest_xray/patient")]
     derm = [k for k in everything if k.startswith("labeled/dermatology/")]
     assert len(chest) == 27 and len(derm) == 15  # 24 good + corrupt + bomb + duplicate; 3 x 5
