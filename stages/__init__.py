@@ -9,12 +9,15 @@ from medcurate.stages.base import GlobalStage, MapStage, Stage
 
 def _registry() -> dict[str, type[Stage]]:
     # Imported here so that loading the contract does not pull in Pillow, imagehash or templates.
+    from medcurate.stages.allow import AllowStage
     from medcurate.stages.exact_dedup import ExactDedupStage
+    from medcurate.stages.figure_kind import FigureKindStage
     from medcurate.stages.label_text import LabelTextStage
     from medcurate.stages.normalize import NormalizeStage
     from medcurate.stages.split import SplitStage
 
-    return {cls.name: cls for cls in (NormalizeStage, LabelTextStage, SplitStage, ExactDedupStage)}
+    stages = (NormalizeStage, LabelTextStage, FigureKindStage, AllowStage, SplitStage, ExactDedupStage)
+    return {cls.name: cls for cls in stages}
 
 
 def make_stage(name: str, params: dict[str, Any] | None) -> Stage:

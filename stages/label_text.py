@@ -128,7 +128,7 @@ class LabelTextStage(RecordStage):
     """
 
     name: ClassVar[str] = "label_text"
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"  # 2: captioned records without labels pass unchanged
 
     def template_for(self, dataset: str | None) -> LabelTemplate:
         by_dataset = self.params.get("templates") or {}
@@ -142,6 +142,9 @@ class LabelTextStage(RecordStage):
         template = self.template_for((record.get("source") or {}).get("dataset"))
         prompt = template.prompt
         text = template.render(record.get("medical") or {})
+        if text is None and (record.get("text") or {}).get("final_caption"):
+            # A document figure brings its own caption and has no labels: nothing to render.
+            return record, {"skipped": "no labels; the record has a caption"}
         if text is None:
             raise Filter(
                 "no_label_text",

@@ -1,8 +1,8 @@
 """Deterministic, group-aware train/val/test assignment.
 
-The split of a sample depends only on its group (patient pseudonym, else study pseudonym, else the
-sample itself) and a seed, never on which other samples exist: new data never moves an old sample to
-another split, and one patient never straddles train and test.
+The split of a sample depends only on its group (patient pseudonym, else study pseudonym, else its
+article, else the sample itself) and a seed, never on which other samples exist: new data never moves
+an old sample to another split, and one patient (or one article) never straddles train and test.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ DEFAULT_RATIOS = {"train": 0.8, "val": 0.1, "test": 0.1}
 
 class SplitStage(RecordStage):
     name = "split"
-    version = "1"
+    version = "2"  # 2: articles group their figures
 
     def _ratios(self) -> list[tuple[str, float]]:
         ratios = dict(self.params.get("ratios", DEFAULT_RATIOS))
@@ -28,12 +28,15 @@ class SplitStage(RecordStage):
 
     def apply(self, record: dict[str, Any], ctx: StageContext) -> tuple[dict[str, Any], dict[str, Any]]:
         subject = record["subject"] or {}
-        for kind in ("patient", "study"):
-            if subject.get(f"{kind}_pseudonym"):
-                group = subject[f"{kind}_pseudonym"]
-                break
-        else:
-            kind, group = "sample", record["sample_id"]
+        article = record.get("article") or {}
+        # Figures of one article share text and authors: like one patient's images, keep them together.
+        candidates = [
+            ("patient", subject.get("patient_pseudonym")),
+            ("study", subject.get("study_pseudonym")),
+            ("article", article.get("pmcid") and f"article:{article['pmcid']}"),
+            ("sample", record["sample_id"]),
+        ]
+        kind, group = next((kind, value) for kind, value in candidates if value)
         seed = str(self.params.get("seed", "medcurate"))
         position = int(sha256_text(f"{seed}\x1f{group}")[:15], 16) / float(1 << 60)
         cumulative = 0.0

@@ -42,6 +42,7 @@ def demo_config(corpus_root):
         inputs = [
             f"chest-xray={corpus_root / 'labeled' / 'chest_xray'}",
             f"dermatology={corpus_root / 'labeled' / 'dermatology'}",
+            f"pmc={corpus_root / 'pmc'}",
         ]
         return load_pipeline(DEMO_PIPELINE, list(overrides), inputs)
 

@@ -25,6 +25,7 @@ def cli_lake(tmp_path_factory, corpus_root):
             "run", str(DEMO_PIPELINE), "--lake", str(lake), "--json",
             "--input", f"chest-xray={corpus_root / 'labeled' / 'chest_xray'}",
             "--input", f"dermatology={corpus_root / 'labeled' / 'dermatology'}",
+            "--input", f"pmc={corpus_root / 'pmc'}",
             "--set", "release.name=cli-demo",
         ],
     )  # fmt: skip

@@ -16,7 +16,7 @@ from medcurate.release.catalog import list_releases, verify_release
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
-EXPECTED_STAGES = {"ingest.labeled", "normalize", "label_text", "split", "exact_dedup", "shard"}
+STAGES = {"normalize", "label_text", "figure_kind", "allow", "split", "exact_dedup", "shard"}
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +29,7 @@ def demo_run(tmp_path_factory, corpus_root):
     inputs = [
         f"chest-xray={corpus_root / 'labeled' / 'chest_xray'}",
         f"dermatology={corpus_root / 'labeled' / 'dermatology'}",
+        f"pmc={corpus_root / 'pmc'}",
     ]
     cfg = load_pipeline(DEMO_PIPELINE, [], inputs)
     lake_root = tmp_path_factory.mktemp("lake")
@@ -57,7 +58,8 @@ def test_shards_yield_exactly_the_manifest_samples(demo_run):
         assert sample["txt"].decode().strip()
         record = json.loads(sample["json"])
         assert record["sample_id"] == sample["__key__"]
-        assert {event["stage"] for event in record["lineage"]} == EXPECTED_STAGES
+        ingest = f"ingest.{record['source']['kind']}"
+        assert {event["stage"] for event in record["lineage"]} == STAGES | {ingest}
         assert "bytes" not in record["image"]
         seen.append(sample["__key__"])
     assert seen == [row["key"] for row in manifest] == sorted(seen)
@@ -119,7 +121,7 @@ def test_new_input_makes_a_new_minor_version(demo_config, copy_corpus, tmp_path)
 
     from .conftest import DEMO_PIPELINE
 
-    cfg = load_pipeline(DEMO_PIPELINE, [], [chest, derm])
+    cfg = load_pipeline(DEMO_PIPELINE, [], [chest, derm, f"pmc={corpus / 'pmc'}"])
     first = curate(cfg.model_dump(), str(lake_root))
     extra = corpus / "labeled" / "dermatology" / "nevus" / "zz_new.png"
     Image.new("RGB", (64, 48), (120, 30, 60)).save(extra)

@@ -22,6 +22,7 @@ def _command(corpus: Path, lake: Path) -> list[str]:
         sys.executable, "-m", "medcurate.cli", "run", str(DEMO_PIPELINE), "--lake", str(lake), "--json",
         "--input", f"chest-xray={corpus / 'labeled' / 'chest_xray'}",
         "--input", f"dermatology={corpus / 'labeled' / 'dermatology'}",
+        "--input", f"pmc={corpus / 'pmc'}",
         "--set", "engine.part_size=3",
     ]  # fmt: skip
 

@@ -7,8 +7,9 @@ from typing import Any
 
 from medcurate.sources.base import InputItem, Source, SourceContext
 from medcurate.sources.labeled import LabeledSource
+from medcurate.sources.pmc.source import PmcSource
 
-SOURCES: dict[str, type[Source]] = {"labeled": LabeledSource}
+SOURCES: dict[str, type[Source]] = {"labeled": LabeledSource, "pmc": PmcSource}
 
 
 def make_source(kind: str, name: str, uri: str, params: Mapping[str, Any], ctx: SourceContext) -> Source:
@@ -20,4 +21,4 @@ def make_source(kind: str, name: str, uri: str, params: Mapping[str, Any], ctx: 
     return cls(name, uri, params, ctx)
 
 
-__all__ = ["SOURCES", "InputItem", "LabeledSource", "Source", "SourceContext", "make_source"]
+__all__ = ["SOURCES", "InputItem", "LabeledSource", "PmcSource", "Source", "SourceContext", "make_source"]

@@ -1,0 +1,162 @@
+"""Read a PMC article package (a ``.tar.gz``) as one forward stream, refusing anything hostile.
+
+Nothing is unpacked to disk: members are read in order from the decompressing stream and only the
+ones we need (the article XML and image files) are kept in memory, within caps. A package is all or
+nothing: an unsafe member (absolute path, ``..``, link, device, FIFO), too many members, a member or a
+total beyond the caps (a decompression bomb), or a stream that ends early (a truncated download) refuses
+the whole package with a reason code, so no half-read article ever produces samples.
+
+The package's sha256 is computed from the same bytes as they are read, so the caller can tell whether
+the file changed since it was listed without a second pass.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import posixpath
+import tarfile
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+#: Extensions of members worth keeping: the article XML and figure images.
+XML_EXTENSIONS = (".nxml", ".xml")
+MAX_TRAILING_BYTES = 16 * 2**20
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".tif", ".tiff", ".bmp", ".webp")
+
+
+class ArchiveError(ValueError):
+    """A package that cannot be read safely; ``code`` goes into the quarantine reason."""
+
+    def __init__(self, code: str, detail: str):
+        super().__init__(f"{code}: {detail}")
+        self.code = code
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Caps that bound memory and refuse bombs; defaults fit real PMC packages with room to spare."""
+
+    max_members: int = 2_000
+    max_member_bytes: int = 256 * 2**20  # uncompressed size of any one member
+    max_total_bytes: int = 2 * 2**30  # uncompressed size of the whole package
+    max_kept_bytes: int = 512 * 2**20  # XML and images held in memory at once
+
+
+@dataclass
+class Package:
+    """What a package holds that we need, plus the facts an auditor wants about the rest."""
+
+    sha256: str
+    size: int  # compressed bytes read
+    members: list[str] = field(default_factory=list)  # every regular member, in stream order
+    kept: dict[str, bytes] = field(default_factory=dict)  # member name -> bytes (XML and images)
+    uncompressed_bytes: int = 0
+
+
+class _HashingReader:
+    """A read-only stream wrapper that hashes and counts what passes through it."""
+
+    def __init__(self, raw: BinaryIO):
+        self.raw = raw
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.raw.read(n)
+        self.digest.update(data)
+        self.size += len(data)
+        return data
+
+
+def unsafe_member_reason(info: tarfile.TarInfo) -> str | None:
+    """Why a member must not be accepted, or None; checked before its data is read."""
+    name = info.name
+    if not name or name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
+        return f"absolute path {name!r}"
+    parts = name.replace("\\", "/").split("/")
+    if ".." in parts:
+        return f"path traversal {name!r}"
+    if info.issym() or info.islnk():
+        return f"link member {name!r} -> {info.linkname!r}"
+    if info.ischr() or info.isblk() or info.isfifo() or info.isdev():
+        return f"device or fifo member {name!r}"
+    if not (info.isfile() or info.isdir()):
+        return f"member {name!r} of unsupported type {info.type!r}"
+    return None
+
+
+def _wanted(name: str) -> bool:
+    lower = name.lower()
+    return lower.endswith(XML_EXTENSIONS) or lower.endswith(IMAGE_EXTENSIONS)
+
+
+def read_package(
+    stream: BinaryIO, limits: Limits = Limits(), wanted: Callable[[str], bool] = _wanted
+) -> Package:
+    """Stream a gzip-compressed tar; keep the wanted members; raise ArchiveError on anything unsafe."""
+    reader = _HashingReader(stream)
+    package = Package(sha256="", size=0)
+    kept_bytes = 0
+    try:
+        # gzip is read by hand, not by tarfile, so the stream is decompressed to its very end: the CRC
+        # and length trailer are checked, and a cut after the last tar block is still caught.
+        gz = gzip.GzipFile(fileobj=reader, mode="rb")  # type: ignore[arg-type]
+        with tarfile.open(fileobj=gz, mode="r|") as tar:
+            for info in tar:
+                reason = unsafe_member_reason(info)
+                if reason:
+                    raise ArchiveError("archive_unsafe_member", reason)
+                if info.isdir():
+                    continue
+                package.members.append(info.name)
+                if len(package.members) > limits.max_members:
+                    raise ArchiveError("archive_too_many_members", f"more than {limits.max_members} members")
+                if info.size > limits.max_member_bytes:
+                    raise ArchiveError("archive_bomb", f"member {info.name!r} unpacks to {info.size} bytes")
+                package.uncompressed_bytes += info.size
+                if package.uncompressed_bytes > limits.max_total_bytes:
+                    raise ArchiveError(
+                        "archive_bomb", f"package unpacks to more than {limits.max_total_bytes} bytes"
+                    )
+                if not wanted(info.name):
+                    continue  # the stream skips its data without keeping it
+                kept_bytes += info.size
+                if kept_bytes > limits.max_kept_bytes:
+                    raise ArchiveError(
+                        "archive_too_large", f"XML and images exceed {limits.max_kept_bytes} bytes"
+                    )
+                member = tar.extractfile(info)
+                data = member.read() if member is not None else b""
+                if len(data) != info.size:
+                    raise ArchiveError("archive_truncated", f"member {info.name!r} ends early")
+                package.kept[posixpath.normpath(info.name)] = data
+        trailing = 0
+        while chunk := gz.read(1 << 20):  # the end-of-archive padding, then the gzip trailer
+            trailing += len(chunk)
+            if trailing > MAX_TRAILING_BYTES:
+                raise ArchiveError("archive_bomb", "more than 16 MiB of data after the end of the archive")
+    except ArchiveError:
+        raise
+    except gzip.BadGzipFile as exc:
+        raise ArchiveError("archive_malformed", f"not a gzip stream ({exc})") from exc
+    except (EOFError, zlib.error) as exc:
+        raise ArchiveError(
+            "archive_truncated", f"compressed stream ends early or is corrupt ({exc})"
+        ) from exc
+    except tarfile.ReadError as exc:
+        message = str(exc)
+        code = (
+            "archive_truncated"
+            if "unexpected end" in message or "truncated" in message
+            else "archive_malformed"
+        )
+        raise ArchiveError(code, f"not a readable tar.gz ({message})") from exc
+    except (tarfile.TarError, OSError) as exc:
+        raise ArchiveError("archive_malformed", f"not a readable tar.gz ({exc})") from exc
+    package.sha256 = reader.digest.hexdigest()
+    package.size = reader.size
+    return package
