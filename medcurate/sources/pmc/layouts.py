@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.fs as pafs
 
 from medcurate.sources.pmc.archive import IMAGE_EXTENSIONS
@@ -66,12 +67,23 @@ def _retracted(value: str | None) -> bool:
     return (value or "").strip().lower() in {"yes", "y", "true", "1", "retracted"}
 
 
+def open_filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
+    """pyarrow's own filesystems (local, s3, gs, hdfs), else any fsspec protocol through pyarrow."""
+    try:
+        return pafs.FileSystem.from_uri(uri)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        import fsspec
+
+        fs, path = fsspec.core.url_to_fs(uri)
+        return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path
+
+
 class Mirror:
     """A mirror root on any pyarrow filesystem, with the listing helpers the adapters share."""
 
     def __init__(self, uri: str):
         self.uri = uri
-        self.fs, self.root = pafs.FileSystem.from_uri(uri)
+        self.fs, self.root = open_filesystem(uri)
         self.root = self.root.rstrip("/") or "/"
         self.is_local = isinstance(self.fs, pafs.LocalFileSystem)
         if self.fs.get_file_info(self.root).type != pafs.FileType.Directory:

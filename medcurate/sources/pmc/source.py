@@ -66,7 +66,8 @@ class PmcSource(Source):
             return sha256_stream(stream)
 
     def _item(self, article: ArticleFiles) -> InputItem:
-        listing = {k: v for k, v in article.listing.items() if k not in ("manifest_line",)}
+        # Where the mirror or its list lives is not part of what an article is.
+        listing = {k: v for k, v in article.listing.items() if k not in ("manifest_uri", "manifest_line")}
         payload = {"pmcid": article.pmcid, "packaged": article.packaged, "listing": article.listing}
         if article.error:
             key = sha256_json(["error", article.uri, article.error, listing])
