@@ -25,6 +25,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/normalize_shard.py
+	$(BIN)/python bench/pmc_ingest.py
 
 clean:
 	rm -rf demo-data .pytest_cache

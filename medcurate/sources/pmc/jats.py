@@ -520,6 +520,7 @@ def _citations(root: etree._Element, drafts: list[_Draft]) -> list[list[CitingSe
             if inside:
                 extra.setdefault(second.element, []).extend(inside)
 
+    sections: dict[etree._Element, str | None] = {}
     citing: list[list[CitingSentence]] = [[] for _ in drafts]
     seen: list[set[tuple[int, int]]] = [set() for _ in drafts]
     for xref, targets, context in refs:
@@ -528,7 +529,9 @@ def _citations(root: etree._Element, drafts: list[_Draft]) -> list[list[CitingSe
         number, sentence, text = where[xref]
         if not text:
             continue
-        section = _section_title(context)
+        if context not in sections:
+            sections[context] = _section_title(context)
+        section = sections[context]
         for index in [*extra.get(xref, ()), *targets]:
             if (number, sentence) in seen[index] or len(citing[index]) >= MAX_CITING:
                 continue

@@ -13,10 +13,10 @@ the string would attach the wrong sentence.
 from __future__ import annotations
 
 import re
-from bisect import bisect_left
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 from lxml import etree
 
 __all__ = [
@@ -55,6 +55,12 @@ _FORMULAS = frozenset({"inline-formula", "disp-formula"})
 _NUMERIC_CITATION = re.compile(r"[\s\[\]()\d,;–—\-]*")
 _CITATION_GLUE = re.compile(r"[\s,;–—\-]*")
 _ZERO_WIDTH = frozenset("\u200b\u200c\u200d\u2060\ufeff\u00ad")
+#: Lookup tables over code points up to _LUT_TOP (every whitespace and zero-width character is below it).
+_LUT_TOP = 0xFFFF
+_SPACE_LUT = np.array([chr(c).isspace() for c in range(_LUT_TOP + 1)], dtype=bool)
+_ZERO_WIDTH_LUT = np.zeros(_LUT_TOP + 1, dtype=bool)
+_ZERO_WIDTH_LUT[[ord(c) for c in _ZERO_WIDTH]] = True
+_SPACE_LUT[_LUT_TOP] = _ZERO_WIDTH_LUT[_LUT_TOP] = False  # where every higher code point lands
 
 _TEX_SYMBOLS = {
     "alpha": "α", "beta": "β", "gamma": "γ", "delta": "δ", "epsilon": "ε", "varepsilon": "ε",
@@ -73,12 +79,20 @@ _TEX_COMMAND = re.compile(r"\\([A-Za-z]+|[%,; ])")
 _TEX_SCRIPT = re.compile(r"([\^_])(?:\{([^{}]*)\}|(\S))")
 
 
+_LOCAL_NAMES: dict[str, str] = {}
+
+
 def local_name(el: etree._Element) -> str:
     """Element name without namespace ("" for comments, PIs and entities)."""
     tag = el.tag
     if not isinstance(tag, str):
         return ""
-    return tag.rsplit("}", 1)[-1]
+    name = _LOCAL_NAMES.get(tag)
+    if name is None:
+        name = tag.rsplit("}", 1)[-1]
+        if len(_LOCAL_NAMES) < 4096:  # hostile input may invent any number of tags
+            _LOCAL_NAMES[tag] = name
+    return name
 
 
 def _collapse(text: str) -> str:
@@ -265,17 +279,27 @@ class _Renderer:
             self.anchors.append((el, start, self.pos))
 
 
-def _delete(text: str, origins: list[int], pattern: re.Pattern[str]) -> tuple[str, list[int]]:
+def _as_codes(text: str) -> np.ndarray:
+    return np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+
+
+def _as_text(codes: np.ndarray) -> str:
+    return codes.astype(np.uint32).tobytes().decode("utf-32-le")
+
+
+def _delete(text: str, origins: np.ndarray, pattern: re.Pattern[str]) -> tuple[str, np.ndarray]:
     """Remove every match of ``pattern`` (its group 1 when it has one) from ``text`` and ``origins``."""
-    drop = bytearray(len(text))
+    keep = None
+    group = 1 if pattern.groups else 0
     for match in pattern.finditer(text):
-        group = 1 if pattern.groups else 0
         start, end = match.span(group)
-        drop[start:end] = b"\x01" * (end - start)
-    if not any(drop):
+        if start < end:
+            if keep is None:
+                keep = np.ones(len(text), dtype=bool)
+            keep[start:end] = False
+    if keep is None:
         return text, origins
-    kept = [i for i in range(len(text)) if not drop[i]]
-    return "".join(text[i] for i in kept), [origins[i] for i in kept]
+    return _as_text(_as_codes(text)[keep]), origins[keep]
 
 
 _EMPTY_BRACKETS = re.compile(r"( ?(?:\([\s,;]*\)|\[[\s,;]*\]))")
@@ -285,21 +309,51 @@ _DOUBLE_SPACE = re.compile(r"( )(?= )")
 _EDGE_SPACE = re.compile(r"^( +)|( +)$")
 
 
-def _normalize(raw: str) -> tuple[str, list[int]]:
-    """Clean ``raw`` and, for every kept character, the raw offset it came from."""
-    chars: list[str] = []
-    origins: list[int] = []
-    for index, ch in enumerate(raw):
-        if ch in _ZERO_WIDTH:
-            continue
-        if ch.isspace():
-            if chars and chars[-1] == " ":
-                continue
-            ch = " "
-        chars.append(ch)
-        origins.append(index)
-    text = "".join(chars)
-    for pattern in (_EMPTY_BRACKETS, _EMPTY_BRACKETS, _DOUBLE_SPACE, _SPACE_BEFORE_PUNCT, _SPACE_AFTER_OPEN):
+_PATTERNS = (_EMPTY_BRACKETS, _EMPTY_BRACKETS, _DOUBLE_SPACE, _SPACE_BEFORE_PUNCT, _SPACE_AFTER_OPEN)
+_WHITESPACE_RUN = re.compile(r"\s+")
+_DROP_ZERO_WIDTH = dict.fromkeys(map(ord, _ZERO_WIDTH))
+
+
+def _without_group(pattern: re.Pattern[str], text: str) -> str:
+    if not pattern.groups:
+        return pattern.sub("", text)
+
+    def cut(match: re.Match[str]) -> str:
+        whole, (start, end) = match.group(0), match.span(1)
+        if start < 0:
+            return whole
+        offset = match.start()
+        return whole[: start - offset] + whole[end - offset :]
+
+    return pattern.sub(cut, text)
+
+
+def _clean(raw: str) -> str:
+    """``_normalize`` without offsets: the common case (no tracked element), all in C regex code."""
+    text = _WHITESPACE_RUN.sub(" ", raw.translate(_DROP_ZERO_WIDTH))
+    for pattern in _PATTERNS:
+        text = _without_group(pattern, text)
+    return text.strip(" ")
+
+
+def _normalize(raw: str) -> tuple[str, np.ndarray]:
+    """Clean ``raw`` and, for every kept character, the raw offset it came from.
+
+    Vectorised with numpy over code points (a per-character Python loop was most of an article's
+    reading time); only paragraphs with tracked elements (figure citations) need the offsets.
+    """
+    codes = _as_codes(raw)
+    origins = np.arange(len(codes), dtype=np.int64)
+    keep = ~_ZERO_WIDTH_LUT[np.minimum(codes, _LUT_TOP)]
+    codes, origins = codes[keep], origins[keep]
+    space = _SPACE_LUT[np.minimum(codes, _LUT_TOP)]
+    repeated = np.zeros(len(codes), dtype=bool)
+    repeated[1:] = space[1:] & space[:-1]
+    keep = ~repeated
+    codes = np.where(space, np.uint32(32), codes)[keep]
+    origins = origins[keep]
+    text = _as_text(codes)
+    for pattern in _PATTERNS:
         text, origins = _delete(text, origins, pattern)
     start = len(text) - len(text.lstrip(" "))
     end = len(text.rstrip(" "))
@@ -321,11 +375,13 @@ def render(
     """
     renderer = _Renderer(drop_labels=drop_labels, drop_citations=drop_citations, track=track)
     renderer.node(el, root=True)
+    if not renderer.anchors:
+        return RenderedText(_clean("".join(renderer.parts)), ())
     text, origins = _normalize("".join(renderer.parts))
     anchors = []
     for element, raw_start, raw_end in renderer.anchors:
-        start = bisect_left(origins, raw_start)
-        end = max(start, bisect_left(origins, raw_end))
+        start = int(np.searchsorted(origins, raw_start))
+        end = max(start, int(np.searchsorted(origins, raw_end)))
         anchors.append(Anchor(element, start, end))
     anchors.sort(key=lambda a: (a.start, a.end))
     return RenderedText(text, tuple(anchors))
