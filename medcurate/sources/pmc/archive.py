@@ -24,6 +24,7 @@ from typing import BinaryIO
 #: Extensions of members worth keeping: the article XML and figure images.
 XML_EXTENSIONS = (".nxml", ".xml")
 MAX_TRAILING_BYTES = 16 * 2**20
+MAX_EXTENDED_HEADER_BYTES = 64 * 2**10
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".tif", ".tiff", ".bmp", ".webp")
 
 
@@ -34,6 +35,7 @@ class ArchiveError(ValueError):
         super().__init__(f"{code}: {detail}")
         self.code = code
         self.detail = detail
+        self.sha256: str | None = None  # of the whole input, when known
 
 
 @dataclass(frozen=True)
@@ -94,69 +96,106 @@ def _wanted(name: str) -> bool:
     return lower.endswith(XML_EXTENSIONS) or lower.endswith(IMAGE_EXTENSIONS)
 
 
+class _CappedTarInfo(tarfile.TarInfo):
+    """A TarInfo that refuses oversized extended headers before tarfile reads them into memory.
+
+    GNU long-name/long-link and PAX headers are read whole by tarfile before any member is returned,
+    so the member caps below never see them; real ones are a few hundred bytes.
+    """
+
+    def _proc_member(self, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
+        if self.type in _EXTENDED_HEADER_TYPES and self.size > MAX_EXTENDED_HEADER_BYTES:
+            raise ArchiveError(
+                "archive_bomb",
+                f"extended tar header of {self.size} bytes (limit {MAX_EXTENDED_HEADER_BYTES})",
+            )
+        return super()._proc_member(tarfile_)  # type: ignore[misc]
+
+
+_EXTENDED_HEADER_TYPES = {
+    tarfile.GNUTYPE_LONGNAME,
+    tarfile.GNUTYPE_LONGLINK,
+    tarfile.XHDTYPE,
+    tarfile.XGLTYPE,
+    tarfile.SOLARIS_XHDTYPE,
+    tarfile.GNUTYPE_SPARSE,
+}
+
+
+def _stream_members(reader: _HashingReader, limits: Limits, wanted: Callable[[str], bool]) -> Package:
+    package = Package(sha256="", size=0)
+    kept_bytes = entries = 0
+    # gzip is read by hand, not by tarfile, so the stream is decompressed to its very end: the CRC
+    # and length trailer are checked, and a cut after the last tar block is still caught.
+    gz = gzip.GzipFile(fileobj=reader, mode="rb")  # type: ignore[arg-type]
+    with tarfile.open(fileobj=gz, mode="r|", tarinfo=_CappedTarInfo) as tar:
+        for info in tar:
+            reason = unsafe_member_reason(info)
+            if reason:
+                raise ArchiveError("archive_unsafe_member", reason)
+            entries += 1  # directories too: tarfile keeps every header in memory
+            if entries > limits.max_members:
+                raise ArchiveError("archive_too_many_members", f"more than {limits.max_members} members")
+            if info.isdir():
+                continue
+            package.members.append(info.name)
+            if info.size > limits.max_member_bytes:
+                raise ArchiveError("archive_bomb", f"member {info.name!r} unpacks to {info.size} bytes")
+            package.uncompressed_bytes += info.size
+            if package.uncompressed_bytes > limits.max_total_bytes:
+                raise ArchiveError(
+                    "archive_bomb", f"package unpacks to more than {limits.max_total_bytes} bytes"
+                )
+            if not wanted(info.name):
+                continue  # the stream skips its data without keeping it
+            kept_bytes += info.size
+            if kept_bytes > limits.max_kept_bytes:
+                raise ArchiveError(
+                    "archive_too_large", f"XML and images exceed {limits.max_kept_bytes} bytes"
+                )
+            member = tar.extractfile(info)
+            data = member.read() if member is not None else b""
+            if len(data) != info.size:
+                raise ArchiveError("archive_truncated", f"member {info.name!r} ends early")
+            package.kept[posixpath.normpath(info.name)] = data
+    trailing = 0
+    while chunk := gz.read(1 << 20):  # the end-of-archive padding, then the gzip trailer
+        trailing += len(chunk)
+        if trailing > MAX_TRAILING_BYTES:
+            raise ArchiveError("archive_bomb", "more than 16 MiB of data after the end of the archive")
+    return package
+
+
+def _as_archive_error(exc: Exception) -> ArchiveError:
+    if isinstance(exc, ArchiveError):
+        return exc
+    if isinstance(exc, gzip.BadGzipFile):
+        return ArchiveError("archive_malformed", f"not a gzip stream ({exc})")
+    if isinstance(exc, EOFError | zlib.error):
+        return ArchiveError("archive_truncated", f"compressed stream ends early or is corrupt ({exc})")
+    message = str(exc)
+    if isinstance(exc, tarfile.ReadError) and ("unexpected end" in message or "truncated" in message):
+        return ArchiveError("archive_truncated", f"not a readable tar.gz ({message})")
+    return ArchiveError("archive_malformed", f"not a readable tar.gz ({message})")
+
+
 def read_package(
     stream: BinaryIO, limits: Limits = Limits(), wanted: Callable[[str], bool] = _wanted
 ) -> Package:
-    """Stream a gzip-compressed tar; keep the wanted members; raise ArchiveError on anything unsafe."""
+    """Stream a gzip-compressed tar; keep the wanted members; raise ArchiveError on anything unsafe.
+
+    A refused package's error still carries the sha256 of the whole file (the rest of the stream is
+    hashed, not parsed), so a caller can tell a broken input from one that changed since listing.
+    """
     reader = _HashingReader(stream)
-    package = Package(sha256="", size=0)
-    kept_bytes = 0
     try:
-        # gzip is read by hand, not by tarfile, so the stream is decompressed to its very end: the CRC
-        # and length trailer are checked, and a cut after the last tar block is still caught.
-        gz = gzip.GzipFile(fileobj=reader, mode="rb")  # type: ignore[arg-type]
-        with tarfile.open(fileobj=gz, mode="r|") as tar:
-            for info in tar:
-                reason = unsafe_member_reason(info)
-                if reason:
-                    raise ArchiveError("archive_unsafe_member", reason)
-                if info.isdir():
-                    continue
-                package.members.append(info.name)
-                if len(package.members) > limits.max_members:
-                    raise ArchiveError("archive_too_many_members", f"more than {limits.max_members} members")
-                if info.size > limits.max_member_bytes:
-                    raise ArchiveError("archive_bomb", f"member {info.name!r} unpacks to {info.size} bytes")
-                package.uncompressed_bytes += info.size
-                if package.uncompressed_bytes > limits.max_total_bytes:
-                    raise ArchiveError(
-                        "archive_bomb", f"package unpacks to more than {limits.max_total_bytes} bytes"
-                    )
-                if not wanted(info.name):
-                    continue  # the stream skips its data without keeping it
-                kept_bytes += info.size
-                if kept_bytes > limits.max_kept_bytes:
-                    raise ArchiveError(
-                        "archive_too_large", f"XML and images exceed {limits.max_kept_bytes} bytes"
-                    )
-                member = tar.extractfile(info)
-                data = member.read() if member is not None else b""
-                if len(data) != info.size:
-                    raise ArchiveError("archive_truncated", f"member {info.name!r} ends early")
-                package.kept[posixpath.normpath(info.name)] = data
-        trailing = 0
-        while chunk := gz.read(1 << 20):  # the end-of-archive padding, then the gzip trailer
-            trailing += len(chunk)
-            if trailing > MAX_TRAILING_BYTES:
-                raise ArchiveError("archive_bomb", "more than 16 MiB of data after the end of the archive")
-    except ArchiveError:
-        raise
-    except gzip.BadGzipFile as exc:
-        raise ArchiveError("archive_malformed", f"not a gzip stream ({exc})") from exc
-    except (EOFError, zlib.error) as exc:
-        raise ArchiveError(
-            "archive_truncated", f"compressed stream ends early or is corrupt ({exc})"
-        ) from exc
-    except tarfile.ReadError as exc:
-        message = str(exc)
-        code = (
-            "archive_truncated"
-            if "unexpected end" in message or "truncated" in message
-            else "archive_malformed"
-        )
-        raise ArchiveError(code, f"not a readable tar.gz ({message})") from exc
-    except (tarfile.TarError, OSError) as exc:
-        raise ArchiveError("archive_malformed", f"not a readable tar.gz ({exc})") from exc
+        package = _stream_members(reader, limits, wanted)
+    except (ArchiveError, tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+        error = _as_archive_error(exc)
+        while reader.read(1 << 20):
+            pass
+        error.sha256 = reader.digest.hexdigest()
+        raise error from (None if exc is error else exc)
     package.sha256 = reader.digest.hexdigest()
     package.size = reader.size
     return package

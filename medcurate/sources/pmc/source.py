@@ -119,7 +119,14 @@ class PmcSource(Source):
         files = item.payload["files"]
         if item.payload["packaged"]:
             with self.mirror.fs.open_input_stream(files[0]["path"], compression=None) as stream:
-                package = read_package(stream, self.limits)
+                try:
+                    package = read_package(stream, self.limits)
+                except ArchiveError as exc:
+                    if exc.sha256 is not None and exc.sha256 != files[0]["sha256"]:
+                        raise ArchiveError(
+                            "input_changed", f"{item.uri} changed since it was listed"
+                        ) from exc
+                    raise
             if package.sha256 != files[0]["sha256"]:
                 raise ArchiveError("input_changed", f"{item.uri} changed since it was listed")
             return package.kept, dict.fromkeys(package.kept, item.uri)
