@@ -148,41 +148,60 @@ def classic_lists(mirror: Mirror, file_list: str | None) -> list[str]:
     return sorted(p for p in names if re.search(r"file_list.*\.csv$", posixpath.basename(p), re.I))
 
 
+@dataclass(frozen=True)
+class ListedRow:
+    """One row of a file list: the file it names (relative to the root) and what it says of it."""
+
+    relative: str
+    uri: str
+    accession: str | None
+    listing: dict[str, Any]
+    error: str | None
+
+
+def read_file_list(
+    mirror: Mirror, list_path: str, path_column: str, suffixes: tuple[str, ...]
+) -> Iterator[ListedRow]:
+    """Rows of a classic or cloud file list; malformed or unsafe rows carry an error, never raise."""
+    rows = mirror.read_csv(list_path)
+    header = next(rows, (1, []))[1]
+    path_col = _column(header, path_column)
+    if path_col is None:
+        raise MirrorError(f"{list_path} has no {path_column!r} column: {header}")
+    columns = {
+        "citation": _column(header, "Article Citation"),
+        "accession": _column(header, "Accession ID", "AccessionID"),
+        "updated": _column(header, "Last Updated"),
+        "pmid": _column(header, "PMID"),
+        "license": _column(header, "License"),
+        "retracted": _column(header, "Retracted"),
+    }
+    manifest = mirror.display_uri(list_path)
+    for line, row in rows:
+        if not any(cell.strip() for cell in row):
+            continue
+        listing = _listing(row, manifest, line, **columns)
+        acc_col = columns["accession"]
+        accession = row[acc_col].strip() if acc_col is not None and len(row) > acc_col else None
+        relative = row[path_col].strip() if len(row) > path_col else ""
+        uri = mirror.display_uri(mirror.path(relative)) if relative else f"{manifest}#line={line}"
+        if len(row) != len(header):
+            error = f"manifest_malformed: line {line} has {len(row)} fields, expected {len(header)}"
+        elif not _safe_relative(relative) or not relative.lower().endswith(suffixes):
+            error = f"manifest_unsafe_path: line {line} names {relative!r}"
+        elif accession is not None and not PMCID.match(accession):
+            error = f"manifest_malformed: line {line} has accession {accession!r}"
+        else:
+            error = None
+        yield ListedRow(relative, uri, accession, listing, error)
+
+
 def list_classic(mirror: Mirror, file_lists: list[str]) -> Iterator[ArticleFiles]:
     """Packages named by the OA file list(s); unsafe or missing entries come back with an error."""
     for list_path in file_lists:
-        rows = mirror.read_csv(list_path)
-        header = next(rows, (1, []))[1]
-        file_col = _column(header, "File")
-        if file_col is None:
-            raise MirrorError(f"{list_path} has no 'File' column: {header}")
-        columns = {
-            "citation": _column(header, "Article Citation"),
-            "accession": _column(header, "Accession ID", "AccessionID"),
-            "updated": _column(header, "Last Updated"),
-            "pmid": _column(header, "PMID"),
-            "license": _column(header, "License"),
-            "retracted": _column(header, "Retracted"),
-        }
-        manifest = mirror.display_uri(list_path)
-        for line, row in rows:
-            if not any(cell.strip() for cell in row):
-                continue
-            listing = _listing(row, manifest, line, **columns)
-            acc_col = columns["accession"]
-            accession = row[acc_col].strip() if acc_col is not None and len(row) > acc_col else None
-            relative = row[file_col].strip() if len(row) > file_col else ""
-            uri = mirror.display_uri(mirror.path(relative)) if relative else f"{manifest}#line={line}"
-            if len(row) != len(header):
-                error = f"manifest_malformed: line {line} has {len(row)} fields, expected {len(header)}"
-            elif not _safe_relative(relative) or not relative.endswith(PACKAGE_SUFFIXES):
-                error = f"manifest_unsafe_path: line {line} names {relative!r}"
-            elif accession is not None and not PMCID.match(accession):
-                error = f"manifest_malformed: line {line} has accession {accession!r}"
-            else:
-                error = None
-            files = (mirror.path(relative),) if error is None else ()
-            yield ArticleFiles(uri, files, True, accession, listing, error)
+        for row in read_file_list(mirror, list_path, "File", PACKAGE_SUFFIXES):
+            files = (mirror.path(row.relative),) if row.error is None else ()
+            yield ArticleFiles(row.uri, files, True, row.accession, row.listing, row.error)
 
 
 def list_folder(mirror: Mirror) -> Iterator[ArticleFiles]:
@@ -214,43 +233,16 @@ def list_cloud(mirror: Mirror, file_lists: list[str]) -> Iterator[ArticleFiles]:
         return tuple(folders[folder])
 
     for list_path in file_lists:
-        rows = mirror.read_csv(list_path)
-        header = next(rows, (1, []))[1]
-        key_col = _column(header, "Key")
-        if key_col is None:
-            raise MirrorError(f"{list_path} has no 'Key' column: {header}")
-        columns = {
-            "citation": _column(header, "Article Citation"),
-            "accession": _column(header, "AccessionID", "Accession ID"),
-            "updated": _column(header, "Last Updated"),
-            "pmid": _column(header, "PMID"),
-            "license": _column(header, "License"),
-            "retracted": _column(header, "Retracted"),
-        }
-        manifest = mirror.display_uri(list_path)
-        for line, row in rows:
-            if not any(cell.strip() for cell in row):
+        for row in read_file_list(mirror, list_path, "Key", (".xml", ".nxml")):
+            group = row.relative.split("/", 1)[0]
+            row.listing["group"] = group if group in GROUPS else None
+            if row.error:
+                yield ArticleFiles(row.uri, (), False, row.accession, row.listing, row.error)
                 continue
-            listing = _listing(row, manifest, line, **columns)
-            relative = row[key_col].strip() if len(row) > key_col else ""
-            group = relative.split("/", 1)[0]
-            listing["group"] = group if group in GROUPS else None
-            acc_col = columns["accession"]
-            accession = row[acc_col].strip() if acc_col is not None and len(row) > acc_col else None
-            uri = mirror.display_uri(mirror.path(relative)) if relative else f"{manifest}#line={line}"
-            if len(row) != len(header):
-                error = f"manifest_malformed: line {line} has {len(row)} fields, expected {len(header)}"
-            elif not _safe_relative(relative) or not relative.lower().endswith((".xml", ".nxml")):
-                error = f"manifest_unsafe_path: line {line} names {relative!r}"
-            elif accession is not None and not PMCID.match(accession):
-                error = f"manifest_malformed: line {line} has accession {accession!r}"
-            else:
-                error = None
-            if error:
-                yield ArticleFiles(uri, (), False, accession, listing, error)
-                continue
-            xml_path = mirror.path(relative)
-            yield ArticleFiles(uri, (xml_path, *media_beside(xml_path)), False, accession, listing)
+            xml_path = mirror.path(row.relative)
+            yield ArticleFiles(
+                row.uri, (xml_path, *media_beside(xml_path)), False, row.accession, row.listing
+            )
 
 
 def detect_layout(mirror: Mirror, file_list: str | None) -> str:
