@@ -37,8 +37,12 @@ def test_sigkill_midway_then_rerun_gives_the_clean_release_hash(corpus_root, tmp
     clean = _run(corpus_root, tmp_path / "clean")
 
     lake = tmp_path / "killed"
+    # Its own process group, so the kill also takes Prefect's temporary API server, as a crash would.
     process = subprocess.Popen(
-        _command(corpus_root, lake), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        _command(corpus_root, lake),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     deadline = time.time() + 240
     while time.time() < deadline and process.poll() is None:
@@ -47,7 +51,7 @@ def test_sigkill_midway_then_rerun_gives_the_clean_release_hash(corpus_root, tmp
             break
         time.sleep(0.05)
     assert process.poll() is None, "the run finished before it could be killed; make parts smaller"
-    os.kill(process.pid, signal.SIGKILL)
+    os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     assert not list(lake.glob("releases/demo/[0-9]*")), "no release may appear from a killed run"
 
