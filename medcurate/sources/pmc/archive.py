@@ -74,6 +74,84 @@ class _HashingReader:
         return data
 
 
+class _ForwardStream:
+    """The forward-only stream tarfile's stream mode (``r|``) reads through, without its copying.
+
+    ``tarfile._Stream`` copies what is left of its buffer on every read, and tarfile reads each
+    512-byte header and each member through it. This keeps an offset into the buffer instead, and
+    otherwise does the same: it pulls ``RECORDSIZE`` chunks from the decompressor exactly when
+    ``_Stream`` would (so a broken stream is noticed at the same point of a package), seeks only
+    forward by reading on, and refuses to seek backwards with the same ``StreamError``.
+    """
+
+    def __init__(self, raw: BinaryIO, chunk: int = tarfile.RECORDSIZE):
+        self.raw = raw
+        self.chunk = chunk
+        self.buf = b""  # fetched and not yet consumed from self.start on
+        self.start = 0
+        self.pos = 0  # bytes consumed
+
+    def tell(self) -> int:
+        return self.pos
+
+    def read(self, size: int) -> bytes:
+        buf, start = self.buf, self.start
+        if size < 0:  # _Stream's answer to a negative size (a hostile header can ask for one)
+            rest = buf[start:]
+            data, self.buf, self.start = rest[:size], rest[size:], 0
+            self.pos += len(data)
+            return data
+        end = start + size
+        if end <= len(buf):
+            self.start = end
+            self.pos += size
+            return buf[start:end]
+        pieces, have = [buf[start:]], len(buf) - start
+        while have < size:
+            chunk = self.raw.read(self.chunk)
+            if not chunk:
+                break
+            pieces.append(chunk)
+            have += len(chunk)
+        joined = b"".join(pieces)
+        data, self.buf, self.start = joined[:size], joined[size:], 0  # keep only the small rest
+        self.pos += len(data)
+        return data
+
+    def seek(self, pos: int) -> int:
+        if pos < self.pos:
+            raise tarfile.StreamError("seeking backwards is not allowed")
+        skip = pos - self.pos
+        buffered = len(self.buf) - self.start
+        if skip <= buffered:
+            self.start += skip
+            self.pos = pos
+            return pos
+        self.pos += buffered
+        self.buf, self.start = b"", 0
+        while self.pos < pos:  # chunk by chunk: a skipped member is never held whole
+            chunk = self.raw.read(self.chunk)
+            if not chunk:
+                break
+            if self.pos + len(chunk) > pos:
+                self.buf, self.start = chunk, pos - self.pos
+                self.pos = pos
+            else:
+                self.pos += len(chunk)
+        return self.pos
+
+    def member(self, info: tarfile.TarInfo) -> bytes:
+        """The data of a regular, non-sparse member whose header was just read: what
+        ``TarFile.extractfile(info).read()`` returns, with the same error when the data ends early."""
+        if info.size <= 0:
+            return b""
+        self.seek(info.offset_data)
+        data = self.read(info.size)
+        if len(data) != info.size:
+            raise tarfile.ReadError("unexpected end of data")
+        return data
+
+
 def unsafe_member_reason(info: tarfile.TarInfo) -> str | None:
     """Why a member must not be accepted, or None; checked before its data is read."""
     name = info.name
@@ -89,6 +167,15 @@ def unsafe_member_reason(info: tarfile.TarInfo) -> str | None:
     if not (info.isfile() or info.isdir()):
         return f"member {name!r} of unsupported type {info.type!r}"
     return None
+
+
+def _normpath(name: str) -> str:
+    """``posixpath.normpath(name)``, skipping the work for the usual name that is already normal
+    (no empty, ``.`` or ``..`` component, so nothing for normpath to drop or resolve)."""
+    parts = name.split("/")
+    if name and "" not in parts and "." not in parts and ".." not in parts:
+        return name
+    return posixpath.normpath(name)
 
 
 def _wanted(name: str) -> bool:
@@ -128,7 +215,8 @@ def _stream_members(reader: _HashingReader, limits: Limits, wanted: Callable[[st
     # gzip is read by hand, not by tarfile, so the stream is decompressed to its very end: the CRC
     # and length trailer are checked, and a cut after the last tar block is still caught.
     gz = gzip.GzipFile(fileobj=reader, mode="rb")  # type: ignore[arg-type]
-    with tarfile.open(fileobj=gz, mode="r|", tarinfo=_CappedTarInfo) as tar:
+    stream = _ForwardStream(gz)  # type: ignore[arg-type]
+    with tarfile.TarFile(fileobj=stream, mode="r", tarinfo=_CappedTarInfo) as tar:  # type: ignore[arg-type]
         for info in tar:
             reason = unsafe_member_reason(info)
             if reason:
@@ -153,11 +241,14 @@ def _stream_members(reader: _HashingReader, limits: Limits, wanted: Callable[[st
                 raise ArchiveError(
                     "archive_too_large", f"XML and images exceed {limits.max_kept_bytes} bytes"
                 )
-            member = tar.extractfile(info)
-            data = member.read() if member is not None else b""
+            if info.sparse is None:
+                data = stream.member(info)
+            else:  # tarfile fills the holes of a sparse member
+                member = tar.extractfile(info)
+                data = member.read() if member is not None else b""
             if len(data) != info.size:
                 raise ArchiveError("archive_truncated", f"member {info.name!r} ends early")
-            package.kept[posixpath.normpath(info.name)] = data
+            package.kept[_normpath(info.name)] = data
     trailing = 0
     while chunk := gz.read(1 << 20):  # the end-of-archive padding, then the gzip trailer
         trailing += len(chunk)

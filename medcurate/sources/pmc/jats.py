@@ -22,15 +22,17 @@ Beyond that the module is lenient: missing metadata becomes None, odd markup is 
 from __future__ import annotations
 
 import re
-from bisect import bisect_right
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from functools import lru_cache
+from typing import NamedTuple
 
 from lxml import etree
 
 from medcurate.sources.pmc.licenses import normalize_license
 from medcurate.sources.pmc.panels import Panel, split_panels
-from medcurate.sources.pmc.text import element_text, local_name, render, sentence_spans
+from medcurate.sources.pmc.text import element_text, local_name, render_spans, sentences_at
 
 __all__ = [
     "ERROR_CODES",
@@ -71,6 +73,10 @@ _FLOATS = frozenset({"fig", "fig-group", "table-wrap", "table-wrap-group", "supp
 _RANGE_GLUE = re.compile(r"\s*(?:[-–—]|to|through)\s*", re.I)
 #: Largest range "Figs. 2–N" we expand (a bigger gap means the xrefs were not a range).
 _MAX_RANGE = 30
+_PMCID = re.compile(r"(?:PMC)?\s*0*(\d+)", re.I)
+_DOI_PREFIX = re.compile(r"^(?:https?://(?:dx\.)?doi\.org/|doi:\s*)", re.I)
+_DIGITS = re.compile(r"\d+")
+_FOUR_DIGITS = re.compile(r"\d{4}")
 
 
 class JatsError(ValueError):
@@ -142,20 +148,42 @@ def _truncate(message: str) -> str:
     return message if len(message) <= _DETAIL_CHARS else message[: _DETAIL_CHARS - 1] + "…"
 
 
+_PARSERS = threading.local()
+
+
 def _parser() -> etree.XMLParser:
-    return etree.XMLParser(
-        resolve_entities=False,
-        no_network=True,
-        load_dtd=False,
-        dtd_validation=False,
-        huge_tree=False,
-        remove_comments=True,
-        remove_pis=True,
-    )
+    """This thread's parser (settings in the module docstring).
+
+    Reused because setting up a fresh libxml2 parser context costs about as much as parsing a
+    typical article; one per thread because lxml advises against sharing a parser between threads
+    (they would take turns). Each parse starts from a clean state (lxml resets the context and its
+    error log), so nothing carries over from one document to the next.
+    """
+    parser = getattr(_PARSERS, "parser", None)
+    if parser is None:
+        parser = _PARSERS.parser = etree.XMLParser(
+            resolve_entities=False,
+            no_network=True,
+            load_dtd=False,
+            dtd_validation=False,
+            huge_tree=False,
+            remove_comments=True,
+            remove_pis=True,
+        )
+    return parser
 
 
-def _parse(xml: bytes, max_bytes: int) -> etree._Element:
-    """The root element of ``xml``, or JatsError; see the module docstring for what is refused."""
+class _Parsed(NamedTuple):
+    """The root and, from the same walk that looks for entity references, what the rest needs."""
+
+    root: etree._Element
+    figs: list[etree._Element]
+    bodies: list[etree._Element]
+    backs: list[etree._Element]
+
+
+def _parse(xml: bytes, max_bytes: int) -> _Parsed:
+    """The parsed document, or JatsError; see the module docstring for what is refused."""
     if isinstance(xml, str):
         data = xml.encode("utf-8")
     elif isinstance(xml, bytes | bytearray | memoryview):
@@ -164,7 +192,10 @@ def _parse(xml: bytes, max_bytes: int) -> etree._Element:
         raise TypeError(f"parse_article needs bytes, not {type(xml).__name__}")
     if len(data) > max_bytes:
         raise JatsError("xml_too_large", f"{len(data)} bytes exceeds the limit of {max_bytes} bytes")
-    if any(marker in data for marker in _ENTITY_MARKERS):
+    # The UTF-16/32 markers hold NUL bytes, so they can only occur in data that has one: most
+    # documents need one byte scan and one search, not five searches.
+    nul = b"\x00" in data
+    if any(marker in data for marker in _ENTITY_MARKERS if nul or b"\x00" not in marker):
         raise JatsError(
             "xml_entities",
             "the document declares entities (<!ENTITY ...>); entity declarations are refused "
@@ -190,11 +221,16 @@ def _parse(xml: bytes, max_bytes: int) -> etree._Element:
             raise JatsError(
                 "xml_entities", f"the internal DTD subset declares entities: {', '.join(names[:5])}"
             )
-    for entity in root.iter(etree.Entity):
-        raise JatsError("xml_entities", f"unexpanded entity reference &{entity.name}; in the document")
+    # One walk of the tree finds entity references (refused at the first) and collects the figures
+    # and running-text containers, instead of one walk for each.
+    found: dict[str, list[etree._Element]] = {"fig": [], "body": [], "back": []}
+    for node in root.iter(etree.Entity, "{*}fig", "{*}body", "{*}back"):
+        if node.tag is etree.Entity:
+            raise JatsError("xml_entities", f"unexpanded entity reference &{node.name}; in the document")
+        found[local_name(node)].append(node)
     if local_name(root) != "article":
         raise JatsError("xml_not_article", f"root element is <{local_name(root) or root.tag}>, not <article>")
-    return root
+    return _Parsed(root, found["fig"], found["body"], found["back"])
 
 
 # --- metadata -----------------------------------------------------------------------------------------
@@ -206,12 +242,12 @@ def _text(el: etree._Element | None) -> str | None:
 
 
 def _normalize_pmcid(value: str) -> str | None:
-    match = re.fullmatch(r"(?:PMC)?\s*0*(\d+)", value.strip(), re.I)
+    match = _PMCID.fullmatch(value.strip())
     return f"PMC{match.group(1)}" if match and int(match.group(1)) > 0 else None
 
 
 def _normalize_doi(value: str) -> str | None:
-    value = re.sub(r"^(?:https?://(?:dx\.)?doi\.org/|doi:\s*)", "", value.strip(), flags=re.I)
+    value = _DOI_PREFIX.sub("", value.strip())
     return value or None
 
 
@@ -228,7 +264,7 @@ def _article_ids(meta: etree._Element | None) -> tuple[str | None, str | None, s
     for kind in ("pmcid", "pmc", "pmc-uid"):
         if kind in ids and (pmcid := _normalize_pmcid(ids[kind])):
             break
-    pmid = ids.get("pmid") if re.fullmatch(r"\d+", ids.get("pmid", "")) else None
+    pmid = ids.get("pmid") if _DIGITS.fullmatch(ids.get("pmid", "")) else None
     doi = _normalize_doi(ids["doi"]) if "doi" in ids else None
     return pmcid, pmid, doi
 
@@ -266,7 +302,7 @@ def _year(meta: etree._Element | None) -> int | None:
     dates = sorted(meta.findall("{*}pub-date"), key=_date_rank)  # stable: document order within a rank
     for date in dates:
         year = date.find("{*}year")
-        match = re.search(r"\d{4}", "".join(year.itertext())) if year is not None else None
+        match = _FOUR_DIGITS.search("".join(year.itertext())) if year is not None else None
         if match and 1500 <= int(match.group(0)) <= 2200:
             return int(match.group(0))
     return None
@@ -310,7 +346,7 @@ def _license(permissions: etree._Element | None) -> tuple[str | None, str | None
     licenses = permissions.findall("{*}license")
     for lic in licenses:
         candidates.append(lic.get(XLINK_HREF) or lic.get("href") or "")
-    refs = [r for r in permissions.iter() if local_name(r) == "license_ref"]
+    refs = permissions.iter("{*}license_ref")
     candidates.extend("".join(ref.itertext()) for ref in refs)
     for lic in licenses:  # a CC URL linked from the prose: <ext-link xlink:href="...">CC BY</ext-link>
         candidates.extend(link.get(XLINK_HREF) or "" for link in lic.iter("{*}ext-link", "{*}uri"))
@@ -322,13 +358,30 @@ def _license(permissions: etree._Element | None) -> tuple[str | None, str | None
         kind = (lic.get("license-type") or "").strip()
         if kind.lower().replace("_", "-") not in ("", "open-access", "openaccess"):
             candidates.append(kind)
-    results = [normalize_license(c) for c in candidates if c and c.strip()]
+    results = [normalized_license(c) for c in candidates if c and c.strip()]
     results = [r for r in results if r[0] is not None]
     if not results:
         return None, None
     chosen = next((r for r in results if r[0] != "other"), results[0])
     url = chosen[1] or next((u for i, u in results if i == chosen[0] and u), None)
     return chosen[0], url
+
+
+_REMEMBER_LICENSE_CHARS = 2048
+
+
+@lru_cache(maxsize=1024)
+def _remembered_license(value: str) -> tuple[str | None, str | None]:
+    return normalize_license(value)
+
+
+def normalized_license(value: str | None) -> tuple[str | None, str | None]:
+    """``normalize_license``, remembered for exact strings: the same URLs, file-list codes and
+    license paragraphs come back article after article, and each costs a dozen regex searches.
+    Only short strings are remembered, so a hostile document cannot park megabytes in the cache."""
+    if type(value) is str and len(value) <= _REMEMBER_LICENSE_CHARS:
+        return _remembered_license(value)
+    return normalize_license(value)
 
 
 def _copyright(permissions: etree._Element | None) -> str | None:
@@ -390,9 +443,9 @@ class _Draft:
     container: str
 
 
-def _drafts(root: etree._Element) -> list[_Draft]:
+def _drafts(figs: list[etree._Element]) -> list[_Draft]:
     drafts = []
-    for fig in root.iter("{*}fig"):
+    for fig in figs:
         title, caption = _caption(fig.find("{*}caption"))
         if not caption:
             group = next((a for a in fig.iterancestors() if local_name(a) == "fig-group"), None)
@@ -407,15 +460,23 @@ def _drafts(root: etree._Element) -> list[_Draft]:
 # --- citing sentences ---------------------------------------------------------------------------------
 
 
-def _section_title(context: etree._Element) -> str | None:
-    """Title of the nearest enclosing section-like element (``sec``, ``app``, ``boxed-text``)."""
+def _section_title(context: etree._Element, titles: dict[etree._Element, str | None]) -> str | None:
+    """Title of the nearest enclosing section-like element (``sec``, ``app``, ``boxed-text``).
+
+    ``titles`` remembers each section's rendered title, since most sections hold several citing
+    paragraphs.
+    """
     for ancestor in context.iterancestors():
         name = local_name(ancestor)
         if name in ("sec", "app", "boxed-text", "ack"):
-            title = ancestor.find("{*}title")
-            if title is None and name == "boxed-text":
-                title = ancestor.find("{*}caption/{*}title")
-            if text := _text(title):
+            if ancestor in titles:
+                text = titles[ancestor]
+            else:
+                title = ancestor.find("{*}title")
+                if title is None and name == "boxed-text":
+                    title = ancestor.find("{*}caption/{*}title")
+                text = titles[ancestor] = _text(title)
+            if text:
                 return text
         if name in ("body", "back", "article", "sub-article"):
             return None
@@ -433,10 +494,10 @@ def _context_of(xref: etree._Element) -> etree._Element | None:
     return None
 
 
-def _scopes(root: etree._Element) -> Iterator[etree._Element]:
+def _scopes(bodies: list[etree._Element], backs: list[etree._Element]) -> Iterator[etree._Element]:
     """Running text that may cite figures: every ``<body>`` and the appendices in ``<back>``."""
-    yield from root.iter("{*}body")
-    for back in root.iter("{*}back"):
+    yield from bodies
+    for back in backs:
         yield from (
             app for app in back.iter("{*}app") if not any(local_name(a) == "app" for a in app.iterancestors())
         )
@@ -472,7 +533,7 @@ class _Ranges:
         return list(range(low + 1, high)) if 1 < high - low <= _MAX_RANGE else []
 
 
-def _citations(root: etree._Element, drafts: list[_Draft]) -> list[list[CitingSentence]]:
+def _citations(parsed: _Parsed, drafts: list[_Draft]) -> list[list[CitingSentence]]:
     """Citing sentences per figure (index-aligned with ``drafts``), document order, deduplicated."""
     targets_by_id: dict[str, list[int]] = {}
     for index, draft in enumerate(drafts):
@@ -484,7 +545,7 @@ def _citations(root: etree._Element, drafts: list[_Draft]) -> list[list[CitingSe
 
     # Fig xrefs in document order, each with its figures and its paragraph.
     refs: list[tuple[etree._Element, list[int], etree._Element]] = []
-    for scope in _scopes(root):
+    for scope in _scopes(parsed.bodies, parsed.backs):
         for xref in scope.iter("{*}xref"):
             ref_type = xref.get("ref-type")
             if ref_type not in (None, "fig"):
@@ -495,42 +556,43 @@ def _citations(root: etree._Element, drafts: list[_Draft]) -> list[list[CitingSe
                 refs.append((xref, list(dict.fromkeys(targets)), context))
 
     # Render each paragraph once, locating its xrefs by offset (never by searching the text).
-    where: dict[etree._Element, tuple[int, int, str]] = {}  # xref -> (paragraph no, sentence no, text)
+    where: dict[etree._Element, tuple[int, int, str]] = {}  # xref -> (paragraph no, sentence start, text)
     extra: dict[etree._Element, list[int]] = {}  # xref closing a range "2–4" -> figures inside it
     targets_of = {xref: targets for xref, targets, _ in refs}
-    ranges = _Ranges(drafts)
-    paragraphs: dict[etree._Element, list[etree._Element]] = {}
+    ranges: _Ranges | None = None  # built on the first range: most articles have none
+    paragraphs: dict[etree._Element, set[etree._Element]] = {}
     for xref, _, context in refs:
-        paragraphs.setdefault(context, []).append(xref)
-    for number, (context, xrefs) in enumerate(paragraphs.items()):
-        wanted = set(xrefs)
-        rendered = render(context, track=lambda el, wanted=wanted: el in wanted)
-        spans = sentence_spans(rendered.text) or [(0, len(rendered.text))]
-        starts = [s for s, _ in spans]
-        located = []
-        for anchor in rendered.anchors:
-            sentence = max(0, bisect_right(starts, anchor.start) - 1)
-            start, end = spans[sentence]
-            where[anchor.element] = (number, sentence, rendered.text[start:end])
-            located.append((anchor, sentence))
-        for (first, s1), (second, s2) in zip(located, located[1:], strict=False):
-            if s1 != s2 or not _RANGE_GLUE.fullmatch(rendered.text[first.end : second.start]):
+        paragraphs.setdefault(context, set()).add(xref)
+    # Rendered first, all of them, then split: each loop keeps its own code and data warm.
+    rendered = [render_spans(context, wanted.__contains__) for context, wanted in paragraphs.items()]
+    # Only the sentences holding a reference are needed; one is known by its start offset.
+    located = [sentences_at(text, [start for _, start, _ in anchors]) for text, anchors in rendered]
+    for number, ((text, anchors), spans) in enumerate(zip(rendered, located, strict=True)):
+        for (element, _, _), (start, end) in zip(anchors, spans, strict=True):
+            where[element] = (number, start, text[start:end])
+        for index in range(1, len(anchors)):
+            (first, _, first_end), (second, second_start, _) = anchors[index - 1], anchors[index]
+            if spans[index - 1][0] != spans[index][0] or not _RANGE_GLUE.fullmatch(
+                text[first_end:second_start]
+            ):
                 continue
-            inside = ranges.inside(targets_of[first.element][-1], targets_of[second.element][0])
+            if ranges is None:
+                ranges = _Ranges(drafts)
+            inside = ranges.inside(targets_of[first][-1], targets_of[second][0])
             if inside:
-                extra.setdefault(second.element, []).extend(inside)
+                extra.setdefault(second, []).extend(inside)
 
     sections: dict[etree._Element, str | None] = {}
+    titles: dict[etree._Element, str | None] = {}
     citing: list[list[CitingSentence]] = [[] for _ in drafts]
     seen: list[set[tuple[int, int]]] = [set() for _ in drafts]
     for xref, targets, context in refs:
-        if xref not in where:
+        found = where.get(xref)
+        if found is None or not found[2]:
             continue
-        number, sentence, text = where[xref]
-        if not text:
-            continue
+        number, sentence, text = found
         if context not in sections:
-            sections[context] = _section_title(context)
+            sections[context] = _section_title(context, titles)
         section = sections[context]
         for index in [*extra.get(xref, ()), *targets]:
             if (number, sentence) in seen[index] or len(citing[index]) >= MAX_CITING:
@@ -545,14 +607,15 @@ def _citations(root: etree._Element, drafts: list[_Draft]) -> list[list[CitingSe
 
 def parse_article(xml: bytes, *, max_bytes: int = 64 * 2**20) -> Article:
     """Metadata and every figure of a JATS article; JatsError for input we refuse (see module doc)."""
-    root = _parse(xml, max_bytes)
+    parsed = _parse(xml, max_bytes)
+    root = parsed.root
     front = root.find("{*}front")
     meta = front.find("{*}article-meta") if front is not None else None
     pmcid, pmid, doi = _article_ids(meta)
     permissions = meta.find("{*}permissions") if meta is not None else None
     license_id, license_url = _license(permissions)
-    drafts = _drafts(root)
-    citing = _citations(root, drafts)
+    drafts = _drafts(parsed.figs)
+    citing = _citations(parsed, drafts)
     figures = []
     for draft, sentences in zip(drafts, citing, strict=True):
         panels = split_panels(draft.caption)

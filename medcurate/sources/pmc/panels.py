@@ -57,6 +57,9 @@ _LEADING = re.compile(r"^[\s:,.;–—\-]+")
 _RANGE_GLUE = re.compile(r"\s*(?:[-–—]|to)\s*", re.I)
 _LEADING_WORD = re.compile(r"^[\s,;]*(?:and|or)\b", re.I)
 _TRAILING = re.compile(r"(?:[\s,;:]|\b(?:and|or)\b)+$", re.I)
+_GROUP_SEP = re.compile(r"\s*(?:,|&|\band\b)\s*")
+_RANGE_SEP = re.compile(r"\s*(?:[-–—]|\bto\b)\s*")
+_ITEM_RE = re.compile(_ITEM)
 
 
 def _previous_char(caption: str, index: int) -> str:
@@ -73,13 +76,13 @@ def _rank(item: str) -> tuple[str, int]:
 
 def _parse_items(body: str) -> tuple[str, tuple[int, ...], str] | None:
     """Family, covered ranks and display label of "A", "A–C", "A, B", "a and b"; None if not a label."""
-    groups = re.split(r"\s*(?:,|&|\band\b)\s*", body.strip())
+    groups = _GROUP_SEP.split(body.strip())
     family = None
     ranks: list[int] = []
     shown = []
     for group in groups:
-        ends = re.split(r"\s*(?:[-–—]|\bto\b)\s*", group)
-        if len(ends) > 2 or not all(re.fullmatch(_ITEM, e) for e in ends):
+        ends = _RANGE_SEP.split(group)
+        if len(ends) > 2 or not all(_ITEM_RE.fullmatch(e) for e in ends):
             return None
         (fam_a, first), (fam_b, last) = _rank(ends[0]), _rank(ends[-1])
         if fam_a != fam_b or (family is not None and fam_a != family) or last < first:
@@ -95,7 +98,9 @@ def _parse_items(body: str) -> tuple[str, tuple[int, ...], str] | None:
 def _marks(caption: str) -> list[_Mark]:
     """Every label-like occurrence in ``caption``, tagged with its style family."""
     found: list[_Mark] = []
-    for match in _PAREN.finditer(caption):
+    # Patterns that need a character the caption lacks are not run (most captions have no colon).
+    paren = "(" in caption
+    for match in _PAREN.finditer(caption) if paren else ():
         parsed = _parse_items(match["lab"])
         if parsed is not None:
             family, ranks, label = parsed
@@ -120,6 +125,8 @@ def _marks(caption: str) -> list[_Mark]:
             _, ranks, label = parsed
             found.append(_Mark("bare-lower", match.start(), match.end(), ranks, label, True))
     for pattern, colon in ((_POSITION_COLON, True), (_POSITION_PAREN, False)):
+        if ":" not in caption if colon else not paren:
+            continue
         for match in pattern.finditer(caption):
             if colon and _previous_char(caption, match.start()) not in {"", ".", ";", ",", ")"}:
                 continue

@@ -22,10 +22,10 @@ from medcurate.hashing import sha256_bytes, sha256_json, sha256_stream
 from medcurate.schemas.record import FILTERED, QUARANTINED, new_record
 from medcurate.sources.base import INGEST_DETAILS, InputItem, Source
 from medcurate.sources.pmc.archive import XML_EXTENSIONS, ArchiveError, Limits, read_package
-from medcurate.sources.pmc.graphics import renditions
-from medcurate.sources.pmc.jats import Article, Figure, JatsError, parse_article
+from medcurate.sources.pmc.graphics import Rendition, figure_renditions, group_by_stem
+from medcurate.sources.pmc.jats import Article, Figure, JatsError, normalized_license, parse_article
 from medcurate.sources.pmc.layouts import ArticleFiles, Mirror, list_articles
-from medcurate.sources.pmc.licenses import most_restrictive, normalize_license
+from medcurate.sources.pmc.licenses import most_restrictive
 
 PARAMS = {"layout", "file_list", "max_members", "max_member_bytes", "max_package_bytes", "max_xml_bytes"}
 
@@ -155,7 +155,7 @@ class PmcSource(Source):
 
     def _license(self, article: Article, listing: dict[str, Any]) -> tuple[str | None, str | None, dict]:
         """The most restrictive of what the article states and what the index states; both recorded."""
-        listed, _ = normalize_license(listing.get("license"))
+        listed, _ = normalized_license(listing.get("license"))
         chosen = most_restrictive(article.license, listed)
         url = article.license_url if chosen == article.license else None
         evidence = {"article": article.license, "file_list": listed, "chosen": chosen}
@@ -208,9 +208,14 @@ class PmcSource(Source):
         if not article.figures:
             return [self.quarantined_record(item, "no_figures: the article has no <fig> element", **common)]
         images = {name: data for name, data in kept.items() if name != xml_name}
+        groups = group_by_stem(images)  # once per article, not once per graphic
+        # Every figure's image headers in one pass before the records (see figure_renditions).
+        found = figure_renditions([figure.graphics for figure in article.figures], groups)
         records = [
-            self._figure_record(item, index, figure, images, uris, article_fields, common, evidence)
-            for index, figure in enumerate(article.figures)
+            self._figure_record(
+                item, index, figure, images, figure_found, uris, article_fields, common, evidence
+            )
+            for index, (figure, figure_found) in enumerate(zip(article.figures, found, strict=True))
         ]
         return records
 
@@ -220,13 +225,13 @@ class PmcSource(Source):
         index: int,
         figure: Figure,
         images: dict[str, bytes],
+        found: list[Rendition],
         uris: dict[str, str],
         article: dict[str, Any],
         common: dict[str, Any],
         license_evidence: dict[str, Any],
     ) -> dict[str, Any]:
         figure_id = figure.id or f"fig-{index}"
-        found = [r for href in figure.graphics for r in renditions(href, images)]
         chosen = found[0] if found else None
         identity = article["pmcid"] or item.uri
         figure_fields = {
@@ -262,8 +267,9 @@ class PmcSource(Source):
         else:
             data = images[chosen.name]
             packaged = item.payload["packaged"]
+            image_sha256 = sha256_bytes(data)  # hashed once, for the id and the record
             record = new_record(
-                self.sample_id(identity, figure_id, sha256_bytes(data)),
+                self.sample_id(identity, figure_id, image_sha256),
                 source={
                     **source,
                     "uri": uris[chosen.name],
@@ -271,7 +277,7 @@ class PmcSource(Source):
                     "sha256": item.sha256 if packaged else _file_sha(item, uris[chosen.name]),
                     "size": item.size if packaged else len(data),
                 },
-                image={"bytes": data, "sha256": sha256_bytes(data)},
+                image={"bytes": data, "sha256": image_sha256},
             )
         record["article"] = article
         record["figure"] = figure_fields

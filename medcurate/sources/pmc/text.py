@@ -13,10 +13,13 @@ the string would attach the wrong sentence.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import lru_cache
+from itertools import accumulate
+from operator import itemgetter
 
-import numpy as np
 from lxml import etree
 
 __all__ = [
@@ -25,7 +28,9 @@ __all__ = [
     "element_text",
     "local_name",
     "render",
+    "render_spans",
     "sentence_spans",
+    "sentences_at",
     "split_sentences",
     "subscript",
     "superscript",
@@ -55,12 +60,6 @@ _FORMULAS = frozenset({"inline-formula", "disp-formula"})
 _NUMERIC_CITATION = re.compile(r"[\s\[\]()\d,;–—\-]*")
 _CITATION_GLUE = re.compile(r"[\s,;–—\-]*")
 _ZERO_WIDTH = frozenset("\u200b\u200c\u200d\u2060\ufeff\u00ad")
-#: Lookup tables over code points up to _LUT_TOP (every whitespace and zero-width character is below it).
-_LUT_TOP = 0xFFFF
-_SPACE_LUT = np.array([chr(c).isspace() for c in range(_LUT_TOP + 1)], dtype=bool)
-_ZERO_WIDTH_LUT = np.zeros(_LUT_TOP + 1, dtype=bool)
-_ZERO_WIDTH_LUT[[ord(c) for c in _ZERO_WIDTH]] = True
-_SPACE_LUT[_LUT_TOP] = _ZERO_WIDTH_LUT[_LUT_TOP] = False  # where every higher code point lands
 
 _TEX_SYMBOLS = {
     "alpha": "α", "beta": "β", "gamma": "γ", "delta": "δ", "epsilon": "ε", "varepsilon": "ε",
@@ -99,26 +98,34 @@ def _collapse(text: str) -> str:
     return " ".join(text.split())
 
 
-def _script(inner: str, table: dict[str, str], marker: str) -> str:
-    """``inner`` as Unicode super/subscripts when every character has one, else ``^(inner)``."""
+_SUPERSCRIPT_TABLE = str.maketrans(_SUPERSCRIPTS)
+_SUBSCRIPT_TABLE = str.maketrans(_SUBSCRIPTS)
+
+
+def _script(inner: str, table: dict[str, str], translation: dict[int, str], marker: str) -> str:
+    """``inner`` as Unicode super/subscripts when every character has one, else ``^(inner)``.
+
+    Set and ``str.translate`` operations rather than per-character generators: every ``<sup>`` of
+    every rendered paragraph comes through here.
+    """
     inner = _collapse(inner)
     if not inner:
         return ""
-    if all(ch in table for ch in inner):
-        return "".join(table[ch] for ch in inner)
-    if marker == "^" and (all(ch in _SUP_PASSTHROUGH for ch in inner) or inner.lower() in _ORDINALS):
+    if table.keys() >= set(inner):
+        return inner.translate(translation)
+    if marker == "^" and (_SUP_PASSTHROUGH.issuperset(inner) or inner.lower() in _ORDINALS):
         return inner
     return f"{marker}({inner})"
 
 
 def superscript(inner: str) -> str:
     """``inner`` written as a superscript (``−3`` → ``⁻³``, ``ab`` → ``^(ab)``)."""
-    return _script(inner, _SUPERSCRIPTS, "^")
+    return _script(inner, _SUPERSCRIPTS, _SUPERSCRIPT_TABLE, "^")
 
 
 def subscript(inner: str) -> str:
     """``inner`` written as a subscript (``2`` → ``₂``, ``max`` → ``_(max)``)."""
-    return _script(inner, _SUBSCRIPTS, "_")
+    return _script(inner, _SUBSCRIPTS, _SUBSCRIPT_TABLE, "_")
 
 
 def _tex_text(source: str) -> str:
@@ -203,161 +210,288 @@ class RenderedText:
     anchors: tuple[Anchor, ...]
 
 
-class _Renderer:
-    """Writes raw text pieces and records raw offsets of tracked elements; normalised afterwards."""
+# Render kinds: what the walker does with an element, decided once per tag (see ``_kind``).
+_K_NONE, _K_FLOAT, _K_LABEL, _K_XREF, _K_SUP, _K_SUB, _K_FORMULA, _K_DISP, _K_BLOCK, _K_PLAIN = range(10)
+_KINDS: dict[object, int] = {}
+
+
+def _kind(tag: object) -> int:
+    """The render kind of a tag (comments, PIs and entities have a factory function as their tag).
+
+    Cached per tag, like ``local_name``: one dict lookup per node instead of several set tests is
+    most of what keeps rendering every citing paragraph cheap.
+    """
+    kind = _KINDS.get(tag)
+    if kind is not None:
+        return kind
+    if not isinstance(tag, str):
+        kind = _K_NONE
+    else:
+        name = tag.rsplit("}", 1)[-1]
+        if name in _FLOATS or name in _SKIP:
+            kind = _K_FLOAT
+        elif name == "label":
+            kind = _K_LABEL
+        elif name == "xref":
+            kind = _K_XREF
+        elif name == "sup":
+            kind = _K_SUP
+        elif name == "sub":
+            kind = _K_SUB
+        elif name == "disp-formula":
+            kind = _K_DISP
+        elif name in _FORMULAS or name in ("alternatives", "math", "tex-math"):
+            kind = _K_FORMULA
+        elif name in _BLOCKS:
+            kind = _K_BLOCK
+        else:
+            kind = _K_PLAIN
+    # Hostile input may invent any number of tags, and long ones: bounded in count and size.
+    if len(_KINDS) < 4096 and (not isinstance(tag, str) or len(tag) <= 256):
+        _KINDS[tag] = kind
+    return kind
+
+
+def _numeric_bibr(el: etree._Element) -> bool:
+    """An ``<xref ref-type="bibr">`` whose text is a numeric marker ("12", "3–5"), not "Smith (2010)"."""
+    if el.get("ref-type") != "bibr":
+        return False
+    text = "".join(el.itertext()) if len(el) else el.text or ""  # no child: its text is all of it
+    return _NUMERIC_CITATION.fullmatch(text) is not None
+
+
+class _Walker:
+    """Collects the raw text pieces of a subtree; tracked elements are recorded by piece index.
+
+    Recording piece indices (turned into character offsets once, at the end) keeps position
+    bookkeeping out of the per-node path, which runs for every inline element of every citing
+    paragraph. Floats, machine metadata, comments, dropped labels and numeric citation markers
+    contribute nothing (their tails still do).
+    """
+
+    __slots__ = ("anchors", "drop_citations", "drop_labels", "parts", "track")
 
     def __init__(
-        self, *, drop_labels: bool, drop_citations: bool, track: Callable[[etree._Element], bool] | None
+        self, drop_labels: bool, drop_citations: bool, track: Callable[[etree._Element], bool] | None
     ) -> None:
         self.drop_labels = drop_labels
         self.drop_citations = drop_citations
         self.track = track
         self.parts: list[str] = []
-        self.pos = 0
         self.anchors: list[tuple[etree._Element, int, int]] = []
 
-    def emit(self, text: str | None) -> None:
-        if text:
-            self.parts.append(text)
-            self.pos += len(text)
-
-    def is_dropped_citation(self, el: etree._Element) -> bool:
-        """A numeric bibliography marker ("12", "3–5"); author-year citations are prose and stay."""
-        if not self.drop_citations or local_name(el) != "xref" or el.get("ref-type") != "bibr":
-            return False
-        return _NUMERIC_CITATION.fullmatch("".join(el.itertext())) is not None
-
     def children(self, el: etree._Element) -> None:
-        self.emit(el.text)
-        kids = list(el)
-        for index, child in enumerate(kids):
-            self.node(child)
+        parts = self.parts
+        text = el.text
+        if text:
+            parts.append(text)
+        drop_labels, drop_citations, track = self.drop_labels, self.drop_citations, self.track
+        glue = None  # the ", " or "–" after a dropped marker, kept unless another dropped marker follows
+        for child in el:
+            kind = _KINDS.get(child.tag)
+            if kind is None:
+                kind = _kind(child.tag)
+            dropped = kind == _K_XREF and drop_citations and _numeric_bibr(child)
+            if glue is not None:
+                if not dropped:
+                    parts.append(glue)
+                glue = None
+            if not (dropped or kind in (_K_NONE, _K_FLOAT) or (kind == _K_LABEL and drop_labels)):
+                tracked = track is not None and track(child)
+                if kind == _K_PLAIN and not tracked and not len(child):  # <italic>word</italic>
+                    if child.text:
+                        parts.append(child.text)
+                else:
+                    self.node(child, kind, tracked)
             tail = child.tail
-            if tail and self.is_dropped_citation(child) and _CITATION_GLUE.fullmatch(tail):
-                following = kids[index + 1] if index + 1 < len(kids) else None
-                if following is not None and self.is_dropped_citation(following):
-                    continue  # the ", " or "–" between two dropped markers goes with them
-            self.emit(tail)
+            if tail:
+                if dropped and _CITATION_GLUE.fullmatch(tail):
+                    glue = tail
+                else:
+                    parts.append(tail)
+        if glue is not None:
+            parts.append(glue)
 
-    def sub_render(self, el: etree._Element) -> tuple[str, list[etree._Element]]:
-        inner = _Renderer(drop_labels=self.drop_labels, drop_citations=self.drop_citations, track=self.track)
-        inner.children(el)
-        return "".join(inner.parts), [a[0] for a in inner.anchors]
-
-    def node(self, el: etree._Element, *, root: bool = False) -> None:
-        name = local_name(el)
-        if not name:  # comment, processing instruction, unexpanded entity: no text of its own
-            return
-        if not root and (name in _FLOATS or name in _SKIP):
-            return
-        if name == "label" and self.drop_labels:
-            return
-        if self.is_dropped_citation(el):
-            return
-        start = self.pos
-        tracked = self.track is not None and self.track(el)
-        if name in ("sup", "sub"):
-            raw, inner_tracked = self.sub_render(el)
-            self.emit(superscript(raw) if name == "sup" else subscript(raw))
-            self.anchors.extend((inner, start, self.pos) for inner in inner_tracked)
-        elif name in _FORMULAS or name in ("alternatives", "math", "tex-math"):
+    def node(self, el: etree._Element, kind: int, tracked: bool) -> None:
+        """Render ``el`` itself (the caller has already left out what is not rendered and asked
+        ``track`` about it)."""
+        parts = self.parts
+        start = len(parts)
+        if kind in (_K_PLAIN, _K_XREF, _K_FLOAT):  # a float only ever reaches here as the root
+            self.children(el)
+        elif kind in (_K_BLOCK, _K_LABEL):
+            parts.append(" ")
+            self.children(el)
+            parts.append(" ")
+        elif kind in (_K_SUP, _K_SUB):
+            if len(el):
+                inner = _Walker(self.drop_labels, self.drop_citations, self.track)
+                inner.children(el)
+                raw, inner_anchors = "".join(inner.parts), inner.anchors
+            else:  # 10<sup>9</sup>: nothing inside to walk or track
+                raw, inner_anchors = el.text or "", []
+            script = superscript(raw) if kind == _K_SUP else subscript(raw)
+            if script:
+                parts.append(script)
+            if inner_anchors:
+                end = len(parts)
+                self.anchors.extend((element, start, end) for element, _, _ in inner_anchors)
+        elif kind in (_K_FORMULA, _K_DISP):
             formula = _formula_text(el)
-            pad = " " if name == "disp-formula" else ""
-            self.emit(pad)
+            if kind == _K_DISP:
+                parts.append(" ")
             if formula is None:
                 self.children(el)
-            else:
-                self.emit(formula)
-            self.emit(pad)
-        elif name in _BLOCKS:
-            self.emit(" ")
-            self.children(el)
-            self.emit(" ")
-        else:
-            self.children(el)
+            elif formula:
+                parts.append(formula)
+            if kind == _K_DISP:
+                parts.append(" ")
         if tracked:
-            self.anchors.append((el, start, self.pos))
+            self.anchors.append((el, start, len(parts)))
 
 
-def _as_codes(text: str) -> np.ndarray:
-    return np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
-
-
-def _as_text(codes: np.ndarray) -> str:
-    return codes.astype(np.uint32).tobytes().decode("utf-32-le")
-
-
-def _delete(text: str, origins: np.ndarray, pattern: re.Pattern[str]) -> tuple[str, np.ndarray]:
-    """Remove every match of ``pattern`` (its group 1 when it has one) from ``text`` and ``origins``."""
-    keep = None
-    group = 1 if pattern.groups else 0
-    for match in pattern.finditer(text):
-        start, end = match.span(group)
-        if start < end:
-            if keep is None:
-                keep = np.ones(len(text), dtype=bool)
-            keep[start:end] = False
-    if keep is None:
-        return text, origins
-    return _as_text(_as_codes(text)[keep]), origins[keep]
-
-
+#: The clean-up rules, applied in this order after whitespace is collapsed, each deleting its group 1:
+#: brackets a dropped citation left empty (twice: "( [] )" empties its outer pair too), spaces doubled
+#: by that, a space before closing punctuation, and a space after an opening bracket.
 _EMPTY_BRACKETS = re.compile(r"( ?(?:\([\s,;]*\)|\[[\s,;]*\]))")
 _SPACE_BEFORE_PUNCT = re.compile(r"( )(?:[,;:!?)\]]|\.(?!\d))")
 _SPACE_AFTER_OPEN = re.compile(r"[(\[]( )")
 _DOUBLE_SPACE = re.compile(r"( )(?= )")
-_EDGE_SPACE = re.compile(r"^( +)|( +)$")
-
-
-_PATTERNS = (_EMPTY_BRACKETS, _EMPTY_BRACKETS, _DOUBLE_SPACE, _SPACE_BEFORE_PUNCT, _SPACE_AFTER_OPEN)
-_WHITESPACE_RUN = re.compile(r"\s+")
+#: ``_EMPTY_BRACKETS`` without its optional leading space: a pattern that starts with a bracket lets
+#: the regex engine skip ahead to the next bracket instead of trying a match at every position.
+_EMPTY_BRACKET_PAIR = re.compile(r"\([\s,;]*\)|\[[\s,;]*\]")
 _DROP_ZERO_WIDTH = dict.fromkeys(map(ord, _ZERO_WIDTH))
+_LONG_WHITESPACE = re.compile(r"\s{2,}")
 
 
-def _without_group(pattern: re.Pattern[str], text: str) -> str:
-    if not pattern.groups:
-        return pattern.sub("", text)
+def _collapse_whitespace(text: str) -> str:
+    r"""``re.sub(r"\s+", " ", text)``: ``str.split`` (the same whitespace) without a regex pass that
+    replaces every single space by itself."""
+    inner = " ".join(text.split())
+    if not inner:
+        return " " if text else ""
+    if text[0].isspace():
+        inner = " " + inner
+    if text[-1].isspace():
+        inner += " "
+    return inner
 
-    def cut(match: re.Match[str]) -> str:
-        whole, (start, end) = match.group(0), match.span(1)
-        if start < 0:
-            return whole
-        offset = match.start()
-        return whole[: start - offset] + whole[end - offset :]
 
-    return pattern.sub(cut, text)
+def _bracket_spans(text: str) -> list[tuple[int, int]]:
+    """What ``_EMPTY_BRACKETS`` matches: each empty pair with the space before it, if any.
+
+    The same matches, because that space can never end an earlier match (a match ends with a
+    closing bracket), so the leftmost match with the space starts one before the pair's.
+    """
+    spans = []
+    for match in _EMPTY_BRACKET_PAIR.finditer(text):
+        start, end = match.span()
+        if start and text[start - 1] == " ":
+            start -= 1
+        spans.append((start, end))
+    return spans
+
+
+def _group_spans(pattern: re.Pattern[str], text: str) -> list[tuple[int, int]]:
+    return [span for match in pattern.finditer(text) if (span := match.span(1))[0] < span[1]]
+
+
+def _shift(spans: list[tuple[int, int]], positions: list[int]) -> list[int]:
+    """Each position ``p`` mapped to the number of characters before it that survive deleting the
+    sorted, disjoint ``spans`` (so a position inside a deleted span lands where it was cut)."""
+    if not positions:
+        return positions
+    starts = [start for start, _ in spans]
+    removed = list(accumulate(end - start for start, end in spans))
+    mapped = []
+    for p in positions:
+        k = bisect_left(starts, p)  # spans starting before p
+        if k:
+            p = p - removed[k - 1] + max(0, spans[k - 1][1] - p)
+        mapped.append(p)
+    return mapped
+
+
+def _cut(text: str, spans: list[tuple[int, int]], positions: list[int]) -> tuple[str, list[int]]:
+    """Delete the sorted, disjoint, non-empty ``spans`` from ``text``; ``_shift`` the positions."""
+    if not spans:
+        return text, positions
+    pieces = []
+    last = 0
+    for start, end in spans:
+        pieces.append(text[last:start])
+        last = end
+    pieces.append(text[last:])
+    return "".join(pieces), _shift(spans, positions)
+
+
+def _normalize(raw: str, positions: list[int]) -> tuple[str, list[int]]:
+    """Clean ``raw`` (zero-width characters dropped, whitespace collapsed, the rules above, edges
+    stripped) and say where each raw offset in ``positions`` lands in the result.
+
+    A raw offset maps to the number of kept characters that came from before it (clamped to the
+    stripped text), so an element whose text was removed gets an empty span. Only the few offsets
+    asked for are mapped, step by step, through the spans each step deletes, instead of carrying an
+    origin for every character. Every step is first tested with a cheap check, since most text needs
+    few of them.
+    """
+    text = raw
+    # Every whitespace character but the space, and every zero-width one, is non-printable: text that
+    # is printable and has no double space is already what the first two steps would make of it.
+    if not (raw.isprintable() and "  " not in raw):
+        if not raw.isascii() and any(char in raw for char in _ZERO_WIDTH):
+            text = raw.translate(_DROP_ZERO_WIDTH)
+            positions = [len(raw[:p].translate(_DROP_ZERO_WIDTH)) for p in positions]  # a prefix's count
+        collapsed = _collapse_whitespace(text)
+        if positions and len(collapsed) != len(text):  # a run of one character becomes a space: no cut
+            # A run keeps its first character (as a space): the rest of it is what was deleted.
+            spans = [(m.start() + 1, m.end()) for m in _LONG_WHITESPACE.finditer(text)]
+            positions = _shift(spans, positions)
+        text = collapsed
+    if _EMPTY_BRACKET_PAIR.search(text) is not None:
+        text, positions = _cut(text, _bracket_spans(text), positions)
+        text, positions = _cut(text, _bracket_spans(text), positions)
+    if "  " in text:
+        text, positions = _cut(text, _group_spans(_DOUBLE_SPACE, text), positions)
+    text, positions = _cut(text, _group_spans(_SPACE_BEFORE_PUNCT, text), positions)
+    if "( " in text or "[ " in text:
+        text, positions = _cut(text, _group_spans(_SPACE_AFTER_OPEN, text), positions)
+    start = len(text) - len(text.lstrip(" "))
+    end = max(start, len(text.rstrip(" ")))  # all spaces: start is past end
+    return text[start:end], [min(max(p - start, 0), end - start) for p in positions]
+
+
+#: Longest raw text whose clean form is remembered (4096 of them: a few MiB at worst); labels, section
+#: titles, keywords and license boilerplate repeat across articles, paragraphs do not.
+_REMEMBER_CHARS = 256
+
+
+@lru_cache(maxsize=4096)
+def _clean_remembered(raw: str) -> str:
+    return _normalize(raw, [])[0]
 
 
 def _clean(raw: str) -> str:
-    """``_normalize`` without offsets: the common case (no tracked element), all in C regex code."""
-    text = _WHITESPACE_RUN.sub(" ", raw.translate(_DROP_ZERO_WIDTH))
-    for pattern in _PATTERNS:
-        text = _without_group(pattern, text)
-    return text.strip(" ")
+    """``_normalize`` without offsets: the common case (no tracked element)."""
+    if len(raw) <= _REMEMBER_CHARS:
+        return _clean_remembered(raw)
+    return _normalize(raw, [])[0]
 
 
-def _normalize(raw: str) -> tuple[str, np.ndarray]:
-    """Clean ``raw`` and, for every kept character, the raw offset it came from.
-
-    Vectorised with numpy over code points (a per-character Python loop was most of an article's
-    reading time); only paragraphs with tracked elements (figure citations) need the offsets.
-    """
-    codes = _as_codes(raw)
-    origins = np.arange(len(codes), dtype=np.int64)
-    keep = ~_ZERO_WIDTH_LUT[np.minimum(codes, _LUT_TOP)]
-    codes, origins = codes[keep], origins[keep]
-    space = _SPACE_LUT[np.minimum(codes, _LUT_TOP)]
-    repeated = np.zeros(len(codes), dtype=bool)
-    repeated[1:] = space[1:] & space[:-1]
-    keep = ~repeated
-    codes = np.where(space, np.uint32(32), codes)[keep]
-    origins = origins[keep]
-    text = _as_text(codes)
-    for pattern in _PATTERNS:
-        text, origins = _delete(text, origins, pattern)
-    start = len(text) - len(text.lstrip(" "))
-    end = len(text.rstrip(" "))
-    return text[start:end], origins[start:end]
+def _walk(
+    el: etree._Element,
+    drop_labels: bool,
+    drop_citations: bool,
+    track: Callable[[etree._Element], bool] | None,
+) -> _Walker:
+    """The raw pieces of ``el``'s text, with ``el`` itself as the root of the walk."""
+    walker = _Walker(drop_labels, drop_citations, track)
+    kind = _kind(el.tag)
+    # A float is left out of its parent's text, not out of its own: only children check _K_FLOAT.
+    skipped = kind == _K_NONE or (kind == _K_LABEL and drop_labels)
+    if not skipped and not (kind == _K_XREF and drop_citations and _numeric_bibr(el)):
+        walker.node(el, kind, track is not None and track(el))
+    return walker
 
 
 def render(
@@ -373,25 +507,42 @@ def render(
     ``<xref ref-type="bibr">`` markers are dropped with the brackets they leave empty, unless
     ``drop_citations`` is false. A tracked element whose text was removed gets an empty span.
     """
-    renderer = _Renderer(drop_labels=drop_labels, drop_citations=drop_citations, track=track)
-    renderer.node(el, root=True)
-    if not renderer.anchors:
-        return RenderedText(_clean("".join(renderer.parts)), ())
-    text, origins = _normalize("".join(renderer.parts))
-    anchors = []
-    for element, raw_start, raw_end in renderer.anchors:
-        start = int(np.searchsorted(origins, raw_start))
-        end = max(start, int(np.searchsorted(origins, raw_end)))
-        anchors.append(Anchor(element, start, end))
-    anchors.sort(key=lambda a: (a.start, a.end))
-    return RenderedText(text, tuple(anchors))
+    text, spans = render_spans(el, track, drop_labels=drop_labels, drop_citations=drop_citations)
+    return RenderedText(text, tuple(Anchor(element, start, end) for element, start, end in spans))
+
+
+def render_spans(
+    el: etree._Element,
+    track: Callable[[etree._Element], bool] | None,
+    *,
+    drop_labels: bool = False,
+    drop_citations: bool = True,
+) -> tuple[str, list[tuple[etree._Element, int, int]]]:
+    """``render`` as plain tuples: the clean text and ``(element, start, end)`` in anchor order.
+
+    For the citing-sentence loop, which renders every paragraph that cites a figure and has no use
+    for the frozen dataclasses.
+    """
+    walker = _walk(el, drop_labels, drop_citations, track)
+    raw = "".join(walker.parts)
+    if not walker.anchors:
+        return _clean(raw), []
+    offsets = list(accumulate(map(len, walker.parts), initial=0))
+    positions = [offsets[i] for _, first, last in walker.anchors for i in (first, last)]
+    text, mapped = _normalize(raw, positions)
+    spans = []
+    for index, (element, _, _) in enumerate(walker.anchors):
+        start, end = mapped[2 * index], mapped[2 * index + 1]
+        spans.append((element, start, max(start, end)))
+    spans.sort(key=itemgetter(1, 2))  # stable, as the anchors were ordered before
+    return text, spans
 
 
 def element_text(el: etree._Element | None, *, drop_labels: bool = False, drop_citations: bool = True) -> str:
     """The readable text of ``el`` ("" for None); see ``render``."""
     if el is None:
         return ""
-    return render(el, drop_labels=drop_labels, drop_citations=drop_citations).text
+    return _clean("".join(_walk(el, drop_labels, drop_citations, None).parts))
 
 
 # --- sentences --------------------------------------------------------------------------------------
@@ -421,7 +572,21 @@ _SENTENCE_STARTERS = frozenset(
 _WORD_AFTER = re.compile(r"\s+[\"'“‘(\[]?([A-Za-z]+)")
 _CANDIDATE = re.compile(r"[.!?]+[\"'”’)\]]*(?=\s+([\"'“‘(\[]?)(\S))")
 _LOOKBACK = 64
-_TOKEN_BEFORE = re.compile(r"(\S+)\s*$")
+_DOTTED = re.compile(r"(?:[a-z]\.)+[a-z]")
+_INITIAL = re.compile(r"[A-Z]\.")
+
+
+def _token_before(text: str, lo: int, hi: int) -> tuple[str, int] | None:
+    r"""The last whitespace-delimited token of ``text[lo:hi]`` and where it starts; None if blank.
+
+    What ``re.search(r"(\S+)\s*$", text, lo, hi)`` finds, without the regex retrying every start
+    position of the window (that was most of the splitter's time).
+    """
+    window = text[lo:hi].rstrip()
+    if not window:
+        return None
+    token = window.rsplit(None, 1)[-1]
+    return token, lo + len(window) - len(token)
 
 
 def _is_boundary(text: str, match: re.Match[str]) -> bool:
@@ -431,24 +596,25 @@ def _is_boundary(text: str, match: re.Match[str]) -> bool:
     if match.group(0)[0] != ".":
         return True
     # Look back a bounded window only: an unbounded search would make long paragraphs quadratic.
-    before = _TOKEN_BEFORE.search(text, max(0, match.start() - _LOOKBACK), match.start())
+    before = _token_before(text, max(0, match.start() - _LOOKBACK), match.start())
     if before is None:
         return True
-    token = before.group(1).lstrip("([\"'“‘").lower()
+    raw_token, token_start = before
+    token = raw_token.lstrip("([\"'“‘").lower()
     if token in _ABBREVIATIONS:
         return False
-    if re.fullmatch(r"(?:[a-z]\.)+[a-z]", token):  # e.g, i.e, u.s
+    if _DOTTED.fullmatch(token):  # e.g, i.e, u.s
         return False
-    if len(token) == 1 and token.isalpha() and before.group(1)[-1].isupper():
+    if len(token) == 1 and token.isalpha() and raw_token[-1].isupper():
         # "J. Smith" vs "vitamin A. The": an initial unless it follows an ordinary lower-case word.
         after = _WORD_AFTER.match(text, match.end())
         if after is not None and after.group(1).lower() in _SENTENCE_STARTERS:
             return True
-        previous = _TOKEN_BEFORE.search(text, max(0, before.start() - _LOOKBACK), before.start())
+        previous = _token_before(text, max(0, token_start - _LOOKBACK), token_start)
         if previous is None:
             return False
-        word = previous.group(1)
-        if word[0].isupper() or word.lower() in _BEFORE_INITIAL or re.fullmatch(r"[A-Z]\.", word):
+        word = previous[0]
+        if word[0].isupper() or word.lower() in _BEFORE_INITIAL or _INITIAL.fullmatch(word):
             return False
     return True
 
@@ -467,6 +633,57 @@ def sentence_spans(text: str) -> list[tuple[int, int]]:
     if start < len(text) and text[start:].strip():
         spans.append((start, len(text.rstrip())))
     return [(s, e) for s, e in spans if text[s:e].strip()]
+
+
+def sentences_at(text: str, positions: Iterable[int]) -> list[tuple[int, int]]:
+    """For each position, the span of ``sentence_spans(text)`` holding it: the last sentence starting at
+    or before it (the first sentence for a position before any), or ``(0, len(text))`` for blank text.
+
+    A citing paragraph needs only the sentences around its figure references, so boundaries are
+    decided lazily outward from each position instead of for the whole paragraph. That gives the
+    same spans because every candidate's verdict depends on the text alone, and the sentence after
+    a boundary starts at the first non-space character after it (``group(1)`` of the candidate).
+    """
+    positions = list(positions)
+    if not text or text.isspace():
+        return [(0, len(text)) for _ in positions]
+    # Candidates up to the first boundary after the last position: the rest can decide nothing.
+    candidates: list[re.Match[str]] = []
+    following: list[int] = []  # where the next sentence would start, per candidate
+    verdicts: dict[int, bool] = {}
+    limit = max(positions, default=-1)
+    for match in _CANDIDATE.finditer(text):
+        candidates.append(match)
+        following.append(match.start(1))
+        if following[-1] > limit:
+            verdict = verdicts[len(candidates) - 1] = _is_boundary(text, match)
+            if verdict:
+                break
+    first, last = len(text) - len(text.lstrip()), len(text.rstrip())
+    found: dict[int, tuple[int, int]] = {}  # by how many candidates precede the position
+    spans = []
+    for position in positions:
+        split = bisect_right(following, position)  # candidates whose next sentence starts by here
+        span = found.get(split)
+        if span is None:
+            start, end = first, last
+            for index in range(split - 1, -1, -1):
+                verdict = verdicts.get(index)
+                if verdict is None:
+                    verdict = verdicts[index] = _is_boundary(text, candidates[index])
+                if verdict:
+                    start = following[index]
+                    break
+            for index in range(split, len(candidates)):
+                verdict = verdicts.get(index)
+                if verdict is None:
+                    verdict = verdicts[index] = _is_boundary(text, candidates[index])
+                if verdict:
+                    end = candidates[index].end()
+                    break
+            span = found[split] = (start, end)
+        spans.append(span)
+    return spans
 
 
 def split_sentences(text: str) -> list[str]:
