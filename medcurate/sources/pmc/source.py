@@ -164,8 +164,12 @@ class PmcSource(Source):
     def details(self, item: InputItem) -> dict[str, Any] | None:
         """Facts for the ingest lineage event: index facts and the inputs this one supersedes."""
         listing = item.payload.get("listing") or {}
-        names = {"last_updated": "last_updated", "license": "listed_license", "retracted": "retracted"}
-        names["group"] = "group"
+        names = {
+            "last_updated": "last_updated",
+            "license": "listed_license",
+            "retracted": "retracted",
+            "group": "group",
+        }
         facts: dict[str, Any] = {new: listing[old] for old, new in names.items() if old in listing}
         older = [key for key in self.ctx.history(item.uri) if key != item.key]
         if older:
@@ -178,12 +182,11 @@ class PmcSource(Source):
             return [self.quarantined_record(item, item.error, **fields)]
         listing = item.payload.get("listing") or {}
         if listing.get("retracted"):
-            record = self.quarantined_record(
-                item,
-                f"retracted: {item.payload.get('pmcid') or item.uri} is marked retracted in the file list",
+            reason = (
+                f"retracted: {item.payload.get('pmcid') or item.uri} is marked retracted in the file list"
             )
-            record["status"] = FILTERED
-            record["source"].update(fields)
+            record = self.quarantined_record(item, reason, **fields)
+            record["status"] = FILTERED  # readable, but not wanted: filtered, not quarantined
             return [record]
         try:
             kept, uris = self._read_files(item)
@@ -274,7 +277,8 @@ class PmcSource(Source):
                     **source,
                     "uri": uris[chosen.name],
                     "member": chosen.name if packaged else None,
-                    "sha256": item.sha256 if packaged else _file_sha(item, uris[chosen.name]),
+                    # A per-file image was verified against its listed sha256 in _read_files.
+                    "sha256": item.sha256 if packaged else image_sha256,
                     "size": item.size if packaged else len(data),
                 },
                 image={"bytes": data, "sha256": image_sha256},
@@ -287,13 +291,6 @@ class PmcSource(Source):
             "renditions": [f"{r.name} ({r.width}x{r.height}, {r.size} B)" for r in found],
         }
         return record
-
-
-def _file_sha(item: InputItem, uri: str) -> str | None:
-    for entry in item.payload["files"]:
-        if uri.endswith(entry["path"]):
-            return entry["sha256"]
-    return None
 
 
 def _citation(article: Article) -> str | None:
