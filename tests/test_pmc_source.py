@@ -474,3 +474,44 @@ def test_equal_area_ties_go_to_more_bytes_then_name() -> None:
     big = encode((64, 64), "PNG", noisy=True)
     files = {"b/f.png": small, "a/f.png": small, "c/f.jpeg": big}
     assert [r.name for r in renditions("f", files)] == ["c/f.jpeg", "a/f.png", "b/f.png"]
+
+
+# -- packages that parse but cannot give samples -----------------------------------------------------------
+
+JATS_HEAD = (
+    b'<?xml version="1.0"?>\n<article xmlns:xlink="http://www.w3.org/1999/xlink"><front><article-meta>'
+)
+
+
+def _package(folder: Path, pmcid: str, members: dict[str, bytes]) -> None:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(f"{pmcid}/{name}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    (folder / f"{pmcid}.tar.gz").write_bytes(buffer.getvalue())
+
+
+def test_packages_without_article_xml_or_figures_are_quarantined_with_their_reason(tmp_path: Path) -> None:
+    article = (
+        JATS_HEAD
+        + b'<article-id pub-id-type="pmc">{n}</article-id></article-meta></front>'
+        + b"<body><p>x</p></body></article>"
+    )
+    _package(tmp_path, "PMC1", {"only.pdf": b"%PDF-1.4", "f1.jpg": b"not really"})
+    _package(
+        tmp_path, "PMC2", {"a.nxml": article.replace(b"{n}", b"2"), "b.nxml": article.replace(b"{n}", b"2")}
+    )
+    _package(tmp_path, "PMC3", {"a.nxml": article.replace(b"{n}", b"3")})
+    read = read_all(pmc_source(tmp_path, layout="folder"))
+    reasons = {pmcid: [(r["status"], code(r)) for r in records] for pmcid, (_, records) in read.items()}
+    assert reasons == {
+        "PMC1": [(QUARANTINED, "xml_missing")],
+        "PMC2": [(QUARANTINED, "xml_ambiguous")],
+        "PMC3": [(QUARANTINED, "no_figures")],
+    }
+    for _, records in read.values():
+        (record,) = records
+        assert record["source"]["uri"].endswith(".tar.gz") and record["source"]["sha256"]
+        to_batch(records)
