@@ -1,0 +1,1 @@
+"""DICOM source: reading clinical DICOM files (pixels, headers) into sample records."""
