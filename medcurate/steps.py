@@ -27,6 +27,7 @@ from medcurate.engines import Engine, PartRef
 from medcurate.engines.base import restrict, sort_records
 from medcurate.hashing import canonical_json, sha256_json
 from medcurate.lake import Catalogue, Lake, Ledger
+from medcurate.lake.file_facts import FileFactsCache
 from medcurate.release.changes import CurrentFacts
 from medcurate.schemas.record import ACTIVE, QUARANTINED, RECORD_SCHEMA, lineage_event, validate_batch
 from medcurate.sources import make_source
@@ -84,11 +85,14 @@ def plan_run(config: PipelineConfig, lake: Lake) -> RunPlan:
             stat_cache=catalogue.known_sha256,
             pseudonym_key=config.resolved_pseudonym_key(),
             history=catalogue.keys_at,
+            file_facts=FileFactsCache.load(lake, source_cfg.name),
         )
         source = make_source(source_cfg.kind, source_cfg.name, uri, source_cfg.params, ctx)
         listed = tqdm(source.list_inputs(), desc=f"list {source_cfg.name}", unit="input", disable=None)
         processing = processing_key(source, per_input)
         items = [replace(item, key=sha256_json([item.key, processing])[:32]) for item in listed]
+        ctx.file_facts.commit(lake, source_cfg.name)
+        ctx.path_map.commit(lake, source_cfg.name)
         new_items = [item for item in items if item.key not in catalogue]
         plans.append(SourcePlan(source_cfg.name, source, catalogue, items, new_items))
     listing = {plan.name: sorted(item.key for item in plan.items) for plan in plans}

@@ -12,7 +12,7 @@ from typing import Any
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "1.1"  # 1.1: article and figure groups (PMC)
+SCHEMA_VERSION = "1.2"  # 1.1: article and figure groups (PMC); 1.2: scan group (DICOM, NIfTI)
 
 #: Values of ``status``: where a record stands after the last stage that touched it.
 ACTIVE, FILTERED, QUARANTINED = "active", "filtered", "quarantined"
@@ -135,6 +135,52 @@ FIGURE = pa.struct(
     ]
 )
 
+FINDING = pa.struct(
+    [
+        ("label", pa.int32()),  # value in the label volume
+        ("name", pa.string()),
+        ("volume_ml", pa.float64()),
+        ("max_axial_diameter_mm", pa.float64()),
+        ("slice_first", pa.int32()),  # canonical (RAS) axial indices, inclusive
+        ("slice_last", pa.int32()),
+        ("largest_slice", pa.int32()),
+        ("laterality", pa.string()),  # right, left, midline, bilateral
+        ("text", pa.string()),  # the finding as rendered by the findings template
+    ]
+)
+
+REPORT_SECTION = pa.struct([("name", pa.string()), ("text", pa.string())])
+
+SCAN = pa.struct(
+    [
+        ("series_pseudonym", pa.string()),  # keyed HMAC of the series (DICOM) or volume (NIfTI)
+        ("site_pseudonym", pa.string()),  # keyed HMAC of the institution, for fairness audits
+        ("manufacturer", pa.string()),
+        ("model", pa.string()),
+        ("transfer_syntax", pa.string()),
+        ("photometric", pa.string()),
+        ("rows", pa.int32()),
+        ("columns", pa.int32()),
+        ("frame", pa.int32()),  # frame index inside a multi-frame file
+        ("slice_index", pa.int32()),  # position of this slice in its ordered volume
+        ("slice_count", pa.int32()),
+        ("selection", pa.string()),  # why this slice was exported: middle, even:5, all, largest:<label>
+        ("pixel_spacing", pa.list_(pa.float64())),  # mm, (row, column)
+        ("slice_thickness", pa.float64()),
+        ("slice_spacing", pa.float64()),  # mm between slice centres
+        ("orientation", pa.string()),  # NIfTI axis codes of the file, e.g. LPS
+        ("window_center", pa.float64()),
+        ("window_width", pa.float64()),
+        ("window_function", pa.string()),
+        ("window_origin", pa.string()),  # header, voi_lut, preset:<name>, percentile:<lo>-<hi>
+        ("deid_method", pa.string()),
+        ("header_json", pa.string()),  # the de-identified DICOM header (DICOM JSON model, no bulk data)
+        ("report_sections", pa.list_(REPORT_SECTION)),  # scrubbed report, by section
+        ("report_method", pa.string()),  # how the report was scrubbed, e.g. regex-v1
+        ("findings", pa.list_(FINDING)),  # per label of a paired label volume (NIfTI)
+    ]
+)
+
 SCORE = pa.struct([("name", pa.string()), ("value", pa.float64()), ("model", pa.string())])
 
 DEDUP = pa.struct(
@@ -162,6 +208,7 @@ RECORD_SCHEMA = pa.schema(
         ("text", TEXT),
         ("article", ARTICLE),
         ("figure", FIGURE),
+        ("scan", SCAN),
         ("scores", pa.list_(SCORE)),
         ("dedup", DEDUP),
         ("split", pa.string()),
@@ -219,6 +266,7 @@ def new_record(sample_id: str, **groups: Any) -> dict[str, Any]:
         "text": {},
         "article": None,  # only sources that read documents (PMC) fill these two
         "figure": None,
+        "scan": None,  # only clinical sources (DICOM, NIfTI) fill this
         "scores": [],
         "dedup": {},
         "split": None,

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from medcurate.hashing import sha256_json, sha256_stream
+from medcurate.lake.file_facts import FileFactsCache
+from medcurate.lake.restricted import PathMap
 from medcurate.schemas.record import QUARANTINED, new_record
 
 #: (uri, size, mtime_ns) -> sha256 known from an earlier run, or None.
@@ -50,9 +52,18 @@ class InputItem:
 
 @dataclass(frozen=True)
 class SourceContext:
+    """What a source may use besides its params: caches from earlier runs and where to put secrets.
+
+    ``file_facts`` and ``path_map`` are filled during listing and committed by the run afterwards:
+    per-file facts (so unchanged files are not reopened) and, for clinical sources, the link from
+    pseudonymous uris to real paths (kept only in the lake's access-restricted store).
+    """
+
     stat_cache: StatCache
     pseudonym_key: str | None = None
     history: History = _no_history
+    file_facts: FileFactsCache = field(default_factory=FileFactsCache)
+    path_map: PathMap = field(default_factory=PathMap)
 
 
 class Source(ABC):
