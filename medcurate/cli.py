@@ -61,6 +61,14 @@ def run(
     cfg = _load(pipeline, set_, input)
     from medcurate.lake import default_lake_uri
     from medcurate.pipelines.flow import curate
+    from medcurate.sources import SourceContext, make_source
+
+    ctx = SourceContext(stat_cache=lambda *_: None, pseudonym_key=cfg.resolved_pseudonym_key())
+    for src in cfg.sources:  # a config mistake (params, missing key) is told before any flow starts
+        try:
+            make_source(src.kind, src.name, src.uri, src.params, ctx)
+        except ValueError as exc:
+            _fail(str(exc))
 
     summary = curate(cfg.model_dump(), lake or default_lake_uri(cfg.lake))
     if as_json:
@@ -140,6 +148,21 @@ def audit(
         typer.echo(json.dumps({"where": result.where, "record": result.record}, indent=2, default=str))
     else:
         typer.echo(render_text(result))
+
+
+@app.command()
+def reveal(
+    uri: Annotated[str, typer.Argument(help="A pseudonymous clinical uri (a record's source.uri)")],
+    lake: LakeOption = None,
+) -> None:
+    """For auditors: the real file behind a pseudonymous DICOM/NIfTI uri (needs access to restricted/)."""
+    from medcurate.lake.restricted import reveal as lookup
+
+    found = lookup(_lake(lake), uri)
+    if not found:
+        _fail(f"{uri} is not in this lake's restricted path map", code=1)
+    for source, location in found:
+        typer.echo(f"{source}\t{location}")
 
 
 @app.command()

@@ -278,11 +278,14 @@ def write_sample_corpus(root: Path) -> dict[str, Path]:
     """Write (or refresh) the synthetic corpus under ``root``; dataset name -> dataset root.
 
     Use the labeled datasets with ``LabeledSource`` and the params in ``SAMPLE_PARAMS``; ``pmc`` (the
-    classic package layout) and ``pmc_cloud`` (the cloud per-file layout) with ``PmcSource``.
+    classic package layout) and ``pmc_cloud`` (the cloud per-file layout) with ``PmcSource``; ``dicom``
+    (with ``reports.csv``) and ``nifti`` with the clinical sources.
     """
     root = Path(root)
     _write_if_changed(root / "README.txt", README.encode("utf-8"))
-    from medcurate.pmc_corpus import write_pmc_sample_corpus  # generator of the PMC mirrors
+    # Generators of the PMC mirrors and the clinical folders (imported here: they import this module).
+    from medcurate.clinical_corpus import write_dicom_sample_corpus, write_nifti_sample_corpus
+    from medcurate.pmc_corpus import write_pmc_sample_corpus
 
     pmc = write_pmc_sample_corpus(root)
     return {
@@ -290,6 +293,8 @@ def write_sample_corpus(root: Path) -> dict[str, Path]:
         "labeled_derm": _write_derm(root / "labeled" / "dermatology"),
         "pmc": pmc["classic"]["root"],
         "pmc_cloud": pmc["cloud"]["root"],
+        "dicom": write_dicom_sample_corpus(root / "dicom"),
+        "nifti": write_nifti_sample_corpus(root / "nifti"),
     }
 
 

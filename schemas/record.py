@@ -181,6 +181,18 @@ SCAN = pa.struct(
     ]
 )
 
+VOLUME = pa.struct(
+    [
+        ("bytes", pa.binary()),  # the 3D payload: .npy or .nii.gz
+        ("format", pa.string()),  # npy, nii.gz
+        ("sha256", pa.string()),  # of the bytes above
+        ("shape", pa.list_(pa.int32())),  # npy: (slices, rows, columns); nii.gz: RAS canonical (x, y, z)
+        ("spacing", pa.list_(pa.float64())),  # mm, in the order of ``shape``
+        ("dtype", pa.string()),
+        ("values", pa.string()),  # what the numbers are: HU, modality_lut, stored
+    ]
+)
+
 SCORE = pa.struct([("name", pa.string()), ("value", pa.float64()), ("model", pa.string())])
 
 DEDUP = pa.struct(
@@ -209,6 +221,7 @@ RECORD_SCHEMA = pa.schema(
         ("article", ARTICLE),
         ("figure", FIGURE),
         ("scan", SCAN),
+        ("volume", VOLUME),  # optional 3D payload beside the 2D image (clinical sources)
         ("scores", pa.list_(SCORE)),
         ("dedup", DEDUP),
         ("split", pa.string()),
@@ -267,6 +280,7 @@ def new_record(sample_id: str, **groups: Any) -> dict[str, Any]:
         "article": None,  # only sources that read documents (PMC) fill these two
         "figure": None,
         "scan": None,  # only clinical sources (DICOM, NIfTI) fill this
+        "volume": None,  # and this, when asked for a 3D payload
         "scores": [],
         "dedup": {},
         "split": None,

@@ -43,6 +43,8 @@ def demo_config(corpus_root):
             f"chest-xray={corpus_root / 'labeled' / 'chest_xray'}",
             f"dermatology={corpus_root / 'labeled' / 'dermatology'}",
             f"pmc={corpus_root / 'pmc'}",
+            f"dicom={corpus_root / 'dicom'}",
+            f"nifti={corpus_root / 'nifti'}",
         ]
         return load_pipeline(DEMO_PIPELINE, list(overrides), inputs)
 

@@ -26,6 +26,8 @@ def cli_lake(tmp_path_factory, corpus_root):
             "--input", f"chest-xray={corpus_root / 'labeled' / 'chest_xray'}",
             "--input", f"dermatology={corpus_root / 'labeled' / 'dermatology'}",
             "--input", f"pmc={corpus_root / 'pmc'}",
+            "--input", f"dicom={corpus_root / 'dicom'}",
+            "--input", f"nifti={corpus_root / 'nifti'}",
             "--set", "release.name=cli-demo",
         ],
     )  # fmt: skip
@@ -72,9 +74,8 @@ def test_audit_released_sample_shows_source_and_every_stage(cli_lake):
     import pyarrow.parquet as pq
 
     lake, _ = cli_lake
-    key = (
-        pq.read_table(lake / "releases" / "cli-demo" / "1.0.0" / "manifest.parquet").column("key")[0].as_py()
-    )
+    keys = pq.read_table(lake / "releases" / "cli-demo" / "1.0.0" / "manifest.parquet").column("key")
+    key = next(k for k in keys.to_pylist() if k.startswith("labeled-"))
     text = runner.invoke(app, ["audit", key, "--lake", str(lake)])
     assert text.exit_code == 0
     for stage in ("ingest.labeled", "normalize", "label_text", "split", "exact_dedup", "shard"):

@@ -30,6 +30,8 @@ def demo_run(tmp_path_factory, corpus_root):
         f"chest-xray={corpus_root / 'labeled' / 'chest_xray'}",
         f"dermatology={corpus_root / 'labeled' / 'dermatology'}",
         f"pmc={corpus_root / 'pmc'}",
+        f"dicom={corpus_root / 'dicom'}",
+        f"nifti={corpus_root / 'nifti'}",
     ]
     cfg = load_pipeline(DEMO_PIPELINE, [], inputs)
     lake_root = tmp_path_factory.mktemp("lake")
@@ -121,7 +123,11 @@ def test_new_input_makes_a_new_minor_version(demo_config, copy_corpus, tmp_path)
 
     from .conftest import DEMO_PIPELINE
 
-    cfg = load_pipeline(DEMO_PIPELINE, [], [chest, derm, f"pmc={corpus / 'pmc'}"])
+    cfg = load_pipeline(
+        DEMO_PIPELINE,
+        [],
+        [chest, derm, f"pmc={corpus / 'pmc'}", f"dicom={corpus / 'dicom'}", f"nifti={corpus / 'nifti'}"],
+    )
     first = curate(cfg.model_dump(), str(lake_root))
     extra = corpus / "labeled" / "dermatology" / "nevus" / "zz_new.png"
     Image.new("RGB", (64, 48), (120, 30, 60)).save(extra)

@@ -23,6 +23,8 @@ def _command(corpus: Path, lake: Path) -> list[str]:
         "--input", f"chest-xray={corpus / 'labeled' / 'chest_xray'}",
         "--input", f"dermatology={corpus / 'labeled' / 'dermatology'}",
         "--input", f"pmc={corpus / 'pmc'}",
+        "--input", f"dicom={corpus / 'dicom'}",
+        "--input", f"nifti={corpus / 'nifti'}",
         "--set", "engine.part_size=3",
     ]  # fmt: skip
 

@@ -44,6 +44,8 @@ def test_layout_and_size(corpus):
         "labeled_derm": root / "labeled" / "dermatology",
         "pmc": root / "pmc",
         "pmc_cloud": root / "pmc-cloud",
+        "dicom": root / "dicom",
+        "nifti": root / "nifti",
     }
     assert "synthetic" in (root / "README.txt").read_text().lower()
     everything = files(root)

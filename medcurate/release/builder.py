@@ -121,9 +121,15 @@ def _manifest_row(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def content_sha256(record: dict[str, Any]) -> str:
-    """What a sample *is*, for comparing releases: everything but lineage and the raw image bytes."""
-    image = {k: v for k, v in record["image"].items() if k != "bytes"}
-    return sha256_json({**{k: v for k, v in record.items() if k != "lineage"}, "image": image})
+    """What a sample *is*, for comparing releases: everything but lineage and raw image/volume bytes.
+
+    Both byte groups carry their own sha256, so a changed payload still changes this hash.
+    """
+    lean = {k: v for k, v in record.items() if k != "lineage"}
+    for group in ("image", "volume"):
+        if lean.get(group):
+            lean[group] = {k: v for k, v in lean[group].items() if k != "bytes"}
+    return sha256_json(lean)
 
 
 SHARD_STAGE_VERSION = "1"

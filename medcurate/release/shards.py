@@ -29,13 +29,19 @@ def sample_members(record: dict[str, Any]) -> dict[str, bytes]:
     }
     if record["medical"].get("class_index") is not None:
         members["cls"] = str(record["medical"]["class_index"]).encode("ascii")
+    volume = record.get("volume")
+    if volume and volume.get("bytes"):
+        members[volume["format"]] = volume["bytes"]  # "npy" or "nii.gz": the key has no dot, so this splits
     return members
 
 
 def record_json(record: dict[str, Any]) -> str:
-    """The whole record without image bytes: provenance travels with the data."""
+    """The whole record without image or volume bytes: provenance travels with the data."""
     image = {k: v for k, v in record["image"].items() if k != "bytes"}
-    return canonical_json({**record, "image": image})
+    lean = {**record, "image": image}
+    if record.get("volume"):
+        lean["volume"] = {k: v for k, v in record["volume"].items() if k != "bytes"}
+    return canonical_json(lean)
 
 
 def write_shards(

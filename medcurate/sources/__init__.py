@@ -6,10 +6,17 @@ from collections.abc import Mapping
 from typing import Any
 
 from medcurate.sources.base import InputItem, Source, SourceContext
+from medcurate.sources.dicom.source import DicomSource
 from medcurate.sources.labeled import LabeledSource
+from medcurate.sources.nifti.source import NiftiSource
 from medcurate.sources.pmc.source import PmcSource
 
-SOURCES: dict[str, type[Source]] = {"labeled": LabeledSource, "pmc": PmcSource}
+SOURCES: dict[str, type[Source]] = {
+    "dicom": DicomSource,
+    "labeled": LabeledSource,
+    "nifti": NiftiSource,
+    "pmc": PmcSource,
+}
 
 
 def make_source(kind: str, name: str, uri: str, params: Mapping[str, Any], ctx: SourceContext) -> Source:
@@ -21,4 +28,14 @@ def make_source(kind: str, name: str, uri: str, params: Mapping[str, Any], ctx: 
     return cls(name, uri, params, ctx)
 
 
-__all__ = ["SOURCES", "InputItem", "LabeledSource", "PmcSource", "Source", "SourceContext", "make_source"]
+__all__ = [
+    "SOURCES",
+    "DicomSource",
+    "InputItem",
+    "LabeledSource",
+    "NiftiSource",
+    "PmcSource",
+    "Source",
+    "SourceContext",
+    "make_source",
+]
