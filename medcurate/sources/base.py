@@ -106,10 +106,12 @@ class Source(ABC):
         """Deterministic id from source identity (and image bytes hash); no dots, kind-prefixed."""
         return f"{self.kind}-{sha256_json([self.kind, *identity])[:24]}"
 
-    def quarantined_record(self, item: InputItem, reason: str, **source_fields: Any) -> dict[str, Any]:
-        """The record that stands for an input that could not be read, so nothing is lost."""
+    def quarantined_record(
+        self, item: InputItem, reason: str, *identity: Any, **source_fields: Any
+    ) -> dict[str, Any]:
+        """The record that stands for an input (or, with ``identity``, a part of one) that could not be read."""
         record = new_record(
-            self.sample_id("quarantined", item.key),
+            self.sample_id("quarantined", item.key, *identity),
             status=QUARANTINED,
             status_reason=reason,
             status_stage=f"ingest.{self.kind}",

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from medcurate.hashing import pseudonym, sha256_json, sha256_stream
-from medcurate.schemas.record import ACTIVE, QUARANTINED, new_record
+from medcurate.schemas.record import ACTIVE, new_record
 from medcurate.sources.base import INGEST_DETAILS, InputItem, Source
 from medcurate.sources.clinical import pseudonymous_uri, require_key
 from medcurate.sources.dicom.files import walk
@@ -168,21 +168,6 @@ class NiftiSource(Source):
 
     # -- reading ---------------------------------------------------------------------------------
 
-    def _quarantined(self, item: InputItem, reason: str) -> dict[str, Any]:
-        return new_record(
-            self.sample_id("quarantined", item.key),
-            status=QUARANTINED,
-            status_reason=reason,
-            status_stage=f"ingest.{self.kind}",
-            source={
-                "kind": self.kind,
-                "dataset": self.name,
-                "uri": item.uri,
-                "sha256": item.sha256,
-                "size": item.size,
-            },
-        )
-
     def _open(self, rel: str, label: str) -> Volume:
         """Open without letting the real path into an error message (it becomes a quarantine reason)."""
         try:
@@ -194,7 +179,7 @@ class NiftiSource(Source):
 
     def read(self, item: InputItem) -> list[dict[str, Any]]:
         if item.error:
-            return [self._quarantined(item, item.error)]
+            return [self.quarantined_record(item, item.error)]
         files: VolumeFiles = item.payload["files"]
         try:
             for role, (sha, _size) in item.payload["hashes"].items():
@@ -212,9 +197,9 @@ class NiftiSource(Source):
             window = window_for(volume, modality, self.params.get("window"))
             return self._records(item, files, volume, findings, modality, window)
         except NiftiError as exc:
-            return [self._quarantined(item, f"{exc.code}: {exc.detail}")]
+            return [self.quarantined_record(item, f"{exc.code}: {exc.detail}")]
         except OSError as exc:
-            return [self._quarantined(item, f"input_missing: {type(exc).__name__}")]
+            return [self.quarantined_record(item, f"input_missing: {type(exc).__name__}")]
 
     def _findings(self, files: VolumeFiles, volume: Volume) -> list[LabelFinding]:
         if not files.mask:
@@ -292,10 +277,7 @@ class NiftiSource(Source):
             hits = scan_record({key: v for key, v in record.items() if key != "image"}, phi)
             if hits:
                 where = ", ".join(sorted({f"{h.attribute} in {h.where}" for h in hits}))
-                records.append(
-                    self._quarantined(item, f"phi_detected: {where}")
-                    | {"sample_id": self.sample_id("phi", item.sha256, k)}
-                )
+                records.append(self.quarantined_record(item, f"phi_detected: {where}", "slice", k))
                 continue
             if whole:
                 record[INGEST_DETAILS] = {
