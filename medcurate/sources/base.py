@@ -109,7 +109,7 @@ class Source(ABC):
     def quarantined_record(
         self, item: InputItem, reason: str, *identity: Any, **source_fields: Any
     ) -> dict[str, Any]:
-        """The record that stands for an input (or, with ``identity``, a part of one) that could not be read."""
+        """The record that stands for an input (with ``identity``: a part of one) that could not be read."""
         record = new_record(
             self.sample_id("quarantined", item.key, *identity),
             status=QUARANTINED,
