@@ -26,6 +26,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/normalize_shard.py
 	$(BIN)/python bench/pmc_ingest.py
+	$(BIN)/python bench/dicom_ingest.py
 
 clean:
 	rm -rf demo-data .pytest_cache

@@ -41,7 +41,7 @@ import datetime as dt
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any
 
 import pydicom
@@ -127,6 +127,8 @@ MIN_TEXT_CHARS = 8
 MIN_TEXT_TOKENS = 2
 MIN_OTHER_CHARS = 3
 MIN_NAME_PART_CHARS = 3
+#: Distinct (attribute, value) pairs whose renderings are kept: a few series' worth of headers.
+PATTERN_CACHE_SIZE = 4096
 
 _ISO_T = re.compile(r"(?<=\d)[Tt](?=\d)")
 _SEPARATORS = re.compile(r"[\W_]+")
@@ -239,23 +241,30 @@ def _is_identifying(elem: DataElement) -> bool:
 # --- patterns ------------------------------------------------------------------------------------------
 
 
-def _patterns(keyword: str, value: str) -> set[str]:
-    """Normalised renderings of one original value that count as a leak when found as whole tokens."""
+@lru_cache(maxsize=PATTERN_CACHE_SIZE)
+def _patterns(keyword: str, value: str) -> frozenset[str]:
+    """Normalised renderings of one original value that count as a leak when found as whole tokens.
+
+    Cached because every slice of a series carries the same patient, study, staff and institution
+    values (only its instance UIDs differ), and deriving their renderings was most of building a new
+    matcher for each slice. A pure function of its arguments, so the cache cannot change a match; it
+    holds values only in this process's memory, next to the headers they came from.
+    """
     vr = _vr(keyword)
     if vr == "PN":
-        return _name_patterns(value)
+        return frozenset(_name_patterns(value))
     if vr in ("DA", "DT"):
-        return _date_patterns(value)
+        return frozenset(_date_patterns(value))
     norm = normalise(value)
     if vr == "UI":
-        return {norm} if norm else set()
+        return frozenset({norm} if norm else ())
     if keyword in ID_KEYWORDS:
         compact = norm.replace(" ", "")
-        return {p for p in (norm, compact) if len(compact) >= MIN_ID_CHARS}
+        return frozenset(p for p in (norm, compact) if len(compact) >= MIN_ID_CHARS)
     if keyword in TEXT_KEYWORDS:
         ok = len(norm) >= MIN_TEXT_CHARS and len(norm.split()) >= MIN_TEXT_TOKENS
-        return {norm} if ok else set()
-    return {norm} if len(norm) >= MIN_OTHER_CHARS else set()
+        return frozenset({norm} if ok else ())
+    return frozenset({norm} if len(norm) >= MIN_OTHER_CHARS else ())
 
 
 def _vr(keyword: str) -> str:

@@ -374,8 +374,8 @@ class DicomSource(Source):
             ds = pydicom.dcmread(BytesIO(data))
         except Exception as exc:
             return quarantine(f"dicom_unreadable: {type(exc).__name__}")
-        phi = phi_mod.collect_phi(ds)
         result = deid_mod.deidentify(ds, self.deid_config)
+        phi = result.phi  # the original values, collected by deidentify (a second pass cost 3 ms a slice)
         header = deid_mod.header_json(result.dataset)
         text = self._report_text(report, phi)
         try:
