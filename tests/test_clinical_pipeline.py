@@ -69,6 +69,12 @@ def test_dicom_release(runs):
         assert record["subject"]["patient_pseudonym"] and record["split"] in {"train", "val", "test"}
     quarantined = dicom["ledger"]["totals"]["quarantined"]
     assert sum(quarantined.values()) == 6, quarantined
+    manifest = pq.read_table(lake / "releases" / "dicom" / "1.0.0" / "manifest.parquet").to_pylist()
+    assert {row["sex"] for row in manifest} == {"M", "F"}
+    assert {row["age_band"] for row in manifest} >= {"60-69", "90+"}
+    assert all(row["manufacturer"] == "ACME Medical" and row["site_pseudonym"] for row in manifest)
+    card = (lake / "releases" / "dicom" / "1.0.0" / "card.md").read_text()
+    assert "### By age band" in card and "| 90+ |" in card
 
 
 def test_nifti_release(runs):

@@ -66,6 +66,11 @@ MANIFEST_SCHEMA = pa.schema(
         ("pixel_sha256", pa.string()),
         ("phash", pa.string()),
         ("patient_pseudonym", pa.string()),
+        ("sex", pa.string()),  # sex, age band, manufacturer and site: for fairness audits and filters
+        ("age_band", pa.string()),
+        ("manufacturer", pa.string()),
+        ("site_pseudonym", pa.string()),
+        ("volume_format", pa.string()),  # npy / nii.gz when the sample carries a 3D payload
         ("article_id", pa.string()),  # PMCID for literature figures
         ("figure_kind", pa.string()),
         ("input_key", pa.string()),  # the catalogue input the sample was born from
@@ -113,6 +118,11 @@ def _manifest_row(record: dict[str, Any]) -> dict[str, Any]:
         "pixel_sha256": image["pixel_sha256"],
         "phash": image["phash"],
         "patient_pseudonym": record["subject"]["patient_pseudonym"],
+        "sex": record["subject"]["sex"],
+        "age_band": record["subject"]["age_band"],
+        "manufacturer": (record.get("scan") or {}).get("manufacturer"),
+        "site_pseudonym": (record.get("scan") or {}).get("site_pseudonym"),
+        "volume_format": (record.get("volume") or {}).get("format"),
         "article_id": (record.get("article") or {}).get("pmcid"),
         "figure_kind": (record.get("figure") or {}).get("kind"),
         "input_key": source["input_key"],

@@ -48,6 +48,14 @@ def render_card(info: dict[str, Any], manifest: pa.Table, ledger: dict[str, Any]
         _table(
             "By figure kind (literature figures)", Counter(r["figure_kind"] for r in rows if r["figure_kind"])
         ),
+        "## Who and what is in it (fairness audit)\n",
+        _table("By sex", Counter(row["sex"] or "unknown" for row in rows)),
+        _table("By age band", Counter(row["age_band"] or "unknown" for row in rows)),
+        _table(
+            "By manufacturer (clinical sources)",
+            Counter(r["manufacturer"] for r in rows if r["manufacturer"]),
+        ),
+        _table("By site (pseudonymous)", Counter(r["site_pseudonym"] for r in rows if r["site_pseudonym"])),
         "## Changes since the parent release\n",
         _changes(info),
         "## What did not make it (this run's ledger)\n",
