@@ -9,12 +9,14 @@ sentences, pick the largest rendition, build records), so the ratio shows what t
 metadata cost per package.
 
 Each variant runs in its own fresh process (one process = one core, so every rate is per core) and
-reports its own wall time and peak RSS. A second listing with a stat cache that knows every file
-shows that a nightly re-list of an unchanged mirror hashes nothing.
+reports its own wall time and peak RSS. Baseline and medcurate each run ``--repeat`` times (3),
+alternating which goes first, and the fastest run of each is compared: on a shared machine a single
+pair of runs can be off by half in either direction. A second listing with a stat cache that knows
+every file shows that a nightly re-list of an unchanged mirror hashes nothing.
 
 Target: read (list+read) within 1.5x of baseline; peak RSS < 1 GiB.
 
-    python bench/pmc_ingest.py [--packages 2000] [--keep DIR] [--profile 200]
+    python bench/pmc_ingest.py [--packages 2000] [--keep DIR] [--repeat 3] [--profile 200]
 """
 
 from __future__ import annotations
@@ -257,26 +259,55 @@ def print_markdown(table: list[tuple[str, ...]]) -> None:
             print("|" + "|".join(rule) + "|")
 
 
-def measure(root: Path, packages: int, profile: int) -> None:
-    """Run the variants one after another on a warm page cache, check they agree, print the table."""
+Runs = list[dict[str, Any]]
+
+
+def run_rounds(root: Path, cache_file: Path, repeat: int) -> tuple[Runs, Runs]:
+    """Baseline and medcurate runs, ``repeat`` of each, alternating which goes first in a round.
+
+    The machine these runs share is noisy (other jobs, other guests on the host): measured with the
+    same code, one baseline/medcurate pair gave ratios from 1.2x to 2.0x. Each variant's fastest run
+    is the one least disturbed by outside load, so the ratio of the two minima is what the code
+    costs; alternating the order keeps a slow stretch of the machine from always hitting one variant.
+    """
+    bases: Runs = []
+    ours: Runs = []
+    for round_ in range(repeat):
+        order = ("baseline", "medcurate") if round_ % 2 == 0 else ("medcurate", "baseline")
+        for variant in order:
+            result = spawn(variant, root, cache_file)
+            (bases if variant == "baseline" else ours).append(result)
+    return bases, ours
+
+
+def check_agreement(paths: list[Path], bases: Runs, ours: Runs, again: dict[str, Any]) -> None:
+    """Every run read the same packages and found the same figures; the re-list hashed nothing."""
+    figures = {run["figures"] for run in bases}
+    assert len(figures) == 1, f"baseline runs disagree on figures: {figures}"
+    for run in ours:
+        assert run["packages"] == len(paths) == bases[0]["packages"], (run["packages"], len(paths))
+        assert run["errors"] == 0, f"{run['errors']} inputs failed at listing"
+        assert run["quarantined"] == 0, f"quarantined: {run['quarantine_reasons']}"
+        assert run["figures"] in figures, f"figures: medcurate {run['figures']} != {figures}"
+    assert again["hashed"] == 0, f"re-list hashed {again['hashed']} files"
+    assert again["same_keys"], f"re-list of an unchanged mirror changed input keys; errors: {again['errors']}"
+
+
+def measure(root: Path, packages: int, profile: int, repeat: int) -> None:
+    """Run the variants on a warm page cache, check they agree, print the table of the fastest runs."""
     start = time.perf_counter()
     ensure_mirror(root, packages)
     generate_s = time.perf_counter() - start
     paths = listed_packages(root)
     mirror_mib = warm_page_cache(paths) / 2**20
-    with tempfile.TemporaryDirectory() as work:  # the first listing's stat cache, for the re-list
+    with tempfile.TemporaryDirectory() as work:  # a listing's stat cache, for the re-list
         cache_file = Path(work) / "stat-cache.json"
-        base = spawn("baseline", root, cache_file)
-        ours = spawn("medcurate", root, cache_file)
+        bases, ours_runs = run_rounds(root, cache_file, repeat)
         again = spawn("relist", root, cache_file)
+    check_agreement(paths, bases, ours_runs, again)
 
-    assert ours["packages"] == base["packages"] == len(paths), (ours["packages"], base["packages"])
-    assert ours["errors"] == 0, f"{ours['errors']} inputs failed at listing"
-    assert ours["quarantined"] == 0, f"quarantined: {ours['quarantine_reasons']}"
-    assert ours["figures"] == base["figures"], f"figures: medcurate {ours['figures']} != {base['figures']}"
-    assert again["hashed"] == 0, f"re-list hashed {again['hashed']} files"
-    assert again["same_keys"], f"re-list of an unchanged mirror changed input keys; errors: {again['errors']}"
-
+    base = min(bases, key=lambda run: run["seconds"])
+    ours = min(ours_runs, key=lambda run: run["list_s"] + run["read_s"])
     n, figures, base_s = len(paths), base["figures"], base["seconds"]
     both_s = ours["list_s"] + ours["read_s"]
     rows = [
@@ -288,7 +319,7 @@ def measure(root: Path, packages: int, profile: int) -> None:
     ]
     print(
         f"\n{n} PMC packages ({mirror_mib:.0f} MiB, {figures} figures; mirror ready in {generate_s:.1f} s), "
-        "each variant in its own process = one core\n"
+        f"each variant in its own process = one core; fastest of {repeat} runs each\n"
     )
     head = ("variant", "seconds", "packages/s/core", "figures/s/core", "peak RSS MiB", "ratio vs baseline")
     table = [head]
@@ -297,12 +328,16 @@ def measure(root: Path, packages: int, profile: int) -> None:
         ratio_cell = f"{seconds / base_s:.2f}x"
         table.append((name, f"{seconds:.2f}", f"{n / seconds:.1f}", rate, f"{rss / 1024:.0f}", ratio_cell))
     print_markdown(table)
-    peak_mib = max(base["rss_kib"], ours["rss_kib"], again["rss_kib"]) / 1024
+    peak_mib = max(run["rss_kib"] for run in [*bases, *ours_runs, again]) / 1024
     ratio = both_s / base_s
+    runs = ", ".join(
+        f"{b['seconds']:.2f}/{o['list_s'] + o['read_s']:.2f}" for b, o in zip(bases, ours_runs, strict=True)
+    )
     print(
         "\nlist and read run in one process: the list row's RSS is the peak when listing ended, the read"
         " rows' RSS is that process's peak.\nre-list hashed 0 files; input keys unchanged. "
         "figure counts match the baseline; 0 records quarantined."
+        f"\nevery run, baseline/list+read seconds by round: {runs}"
     )
     print(f"\ntarget: read (list+read) within {TARGET_RATIO}x of baseline; peak RSS < 1 GiB")
     print(
@@ -322,6 +357,9 @@ def main() -> None:
     parser.add_argument("--packages", type=int, default=2000)
     parser.add_argument("--keep", type=Path, help="mirror folder to create or reuse between runs")
     parser.add_argument("--profile", type=int, default=0, help="also cProfile PmcSource.read on N packages")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="runs of each variant; the fastest of each is compared"
+    )
     parser.add_argument("--variant", choices=sorted(VARIANTS | {"profile"}), help=argparse.SUPPRESS)
     parser.add_argument("--root", help=argparse.SUPPRESS)
     parser.add_argument("--cache", help=argparse.SUPPRESS)
@@ -333,10 +371,10 @@ def main() -> None:
         child(args)
     elif args.keep:
         args.keep.mkdir(parents=True, exist_ok=True)
-        measure(args.keep.resolve(), args.packages, args.profile)
+        measure(args.keep.resolve(), args.packages, args.profile, args.repeat)
     else:
         with tempfile.TemporaryDirectory() as tmp:
-            measure(Path(tmp) / "mirror", args.packages, args.profile)
+            measure(Path(tmp) / "mirror", args.packages, args.profile, args.repeat)
 
 
 if __name__ == "__main__":

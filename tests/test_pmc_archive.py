@@ -10,14 +10,23 @@ import gzip
 import hashlib
 import io
 import random
+import struct
 import tarfile
 import tracemalloc
+import zlib
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pytest
 
-from medcurate.sources.pmc.archive import ArchiveError, Limits, Package, read_package
+from medcurate.sources.pmc.archive import (
+    ArchiveError,
+    Limits,
+    Package,
+    _GzipStream,
+    _HashingReader,
+    read_package,
+)
 
 MiB = 2**20
 
@@ -380,3 +389,74 @@ def test_archive_error_carries_code_and_detail() -> None:
     error = ArchiveError("archive_bomb", "too big")
     assert isinstance(error, ValueError)
     assert (error.code, error.detail, str(error)) == ("archive_bomb", "too big", "archive_bomb: too big")
+
+
+# -- the gzip layer reads exactly as gzip.GzipFile does ----------------------------------------------------
+
+
+def _member(data: bytes, flags: int = 0) -> bytes:
+    """One gzip member with the optional header fields ``flags`` asks for (RFC 1952)."""
+    deflate = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+    header = b"\x1f\x8b\x08" + bytes([flags]) + bytes(6)
+    header += b"\x05\x00extra" if flags & 4 else b""
+    header += b"name.tar\x00" if flags & 8 else b""
+    header += b"a comment\x00" if flags & 16 else b""
+    header += b"\x12\x34" if flags & 2 else b""
+    trailer = struct.pack("<II", zlib.crc32(data), len(data) & 0xFFFFFFFF)
+    return header + deflate.compress(data) + deflate.flush() + trailer
+
+
+def _reads(stream: object) -> tuple[list[bytes], str | None]:
+    """Every ``read(RECORDSIZE)`` until the end, and the exception that stopped it early, if any."""
+    pieces = []
+    try:
+        while piece := stream.read(tarfile.RECORDSIZE):  # type: ignore[attr-defined]
+            pieces.append(piece)
+    except (EOFError, OSError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+        return pieces, f"{type(exc).__name__}: {exc}"
+    return pieces, None
+
+
+TEXT = b"".join(b"line %d of the article\n" % i for i in range(3000))
+GZIP_VARIANTS = {
+    "text": gzip.compress(TEXT, mtime=0),
+    "noise": gzip.compress(noise(150_000, 11), mtime=0),  # more than one input chunk
+    "zeros": gzip.compress(bytes(3 * MiB), mtime=0),  # a few KiB that inflate to MiBs
+    "multi-member": _member(TEXT[:5000]) + _member(b"") + _member(TEXT[5000:]),
+    "header-fields": b"".join(_member(TEXT[:20_000], flags) for flags in (2, 4, 8, 16, 30)),
+    "zero-padding": gzip.compress(TEXT, mtime=0) + bytes(100),
+    "padding-then-garbage": gzip.compress(TEXT, mtime=0) + bytes(5) + b"junk",
+    "garbage": gzip.compress(TEXT, mtime=0) + b"x",
+    "not-deflate": b"\x1f\x8b\x07" + gzip.compress(TEXT, mtime=0)[3:],
+}
+
+
+@pytest.mark.parametrize("name", sorted(GZIP_VARIANTS))
+def test_gzip_stream_reads_what_gzipfile_reads(name: str) -> None:
+    """Same chunks, and the same error at the same read, for whole, cut and corrupted streams."""
+    data = GZIP_VARIANTS[name]
+    rng = random.Random(name)
+    cases = [data[:cut] for cut in {*range(0, 40), *range(len(data) - 40, len(data) + 1)}]
+    cases += [data[: rng.randrange(len(data))] for _ in range(40)]
+    for _ in range(60):
+        flipped = bytearray(data)
+        flipped[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
+        cases.append(bytes(flipped))
+    for case in cases:
+        expected = _reads(gzip.GzipFile(fileobj=io.BytesIO(case), mode="rb"))
+        assert _reads(_GzipStream(_HashingReader(io.BytesIO(case)))) == expected
+
+
+def test_multi_member_padded_package_reads_like_one_stream(tmp_path: Path) -> None:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for name, data in GOOD.items():
+            tar.addfile(*file_entry(name, data))
+    tar_bytes = raw.getvalue()
+    path = tmp_path / "multi.tar.gz"
+    path.write_bytes(_member(tar_bytes[:3000], flags=8) + _member(tar_bytes[3000:], flags=16) + bytes(64))
+    package = read_path(path)
+    assert package.members == list(GOOD)
+    assert package.kept["PMC1/art-g001.jpg"] == GOOD["PMC1/art-g001.jpg"]
+    cut = path.read_bytes()[:-80]  # the second member ends early
+    assert refusal(cut).code == "archive_truncated"

@@ -428,6 +428,54 @@ def test_labels_dropped_only_when_asked() -> None:
     assert element_text(None) == ""
 
 
+LEAVES = [
+    "<p>  A plain   paragraph (with brackets [] ) .</p>",
+    "<title>Case presentation</title>",
+    "<label>Figure 3</label>",
+    "<kwd>CT</kwd>",
+    "<italic>in situ</italic>",
+    "<xref ref-type='bibr' rid='B1'>12</xref>",
+    "<xref ref-type='bibr' rid='B1'>Smith 2010</xref>",
+    "<xref ref-type='fig' rid='F1'>Fig. 1</xref>",
+    "<sup>−3</sup>",
+    "<sub>max</sub>",
+    "<fig id='F1'/>",
+    "<graphic/>",
+    "<disp-formula>E = mc2</disp-formula>",
+    "<inline-formula>x</inline-formula>",
+    "<p/>",
+    "<p>\u200bzero\u00a0width\tand\ttabs</p>",
+]
+
+
+@pytest.mark.parametrize("xml", LEAVES)
+@pytest.mark.parametrize("drop_labels", [False, True])
+@pytest.mark.parametrize("drop_citations", [True, False])
+def test_leaf_text_is_what_the_walker_gives(xml: str, drop_labels: bool, drop_citations: bool) -> None:
+    """``element_text`` copies a childless element's text without the walker: the same result."""
+    from medcurate.sources.pmc.text import _clean, _walk
+
+    el = etree.fromstring(xml.encode())
+    walked = _clean("".join(_walk(el, drop_labels, drop_citations, None).parts))
+    assert element_text(el, drop_labels=drop_labels, drop_citations=drop_citations) == walked
+    comment = etree.Comment("a comment")
+    assert element_text(comment) == _clean("".join(_walk(comment, False, True, None).parts)) == ""
+
+
+def test_sentence_end_pattern_matches_the_repeat_form() -> None:
+    """``[.!?][.!?]*`` (which the regex engine can scan for) finds what ``[.!?]+`` finds."""
+    import re
+
+    from medcurate.sources.pmc.text import _CANDIDATE
+
+    plus = re.compile(_CANDIDATE.pattern.replace("[.!?][.!?]*", "[.!?]+", 1))
+    texts = ['Wow!! Really?! Yes... "Quoted." Next (see Fig. 2.) Then?" \u201cOk.\u201d  A', "a.b. c", "..."]
+    for text in texts:
+        assert [(m.span(), m.groups()) for m in _CANDIDATE.finditer(text)] == [
+            (m.span(), m.groups()) for m in plus.finditer(text)
+        ]
+
+
 def test_render_tracks_offsets_of_repeated_text() -> None:
     el = _el('Fig. 2 here;  <xref ref-type="fig" rid="F2">Fig. 2</xref> there.')
     rendered = render(el, track=lambda e: e.tag == "xref")

@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import posixpath
+import re
+import struct
 import tarfile
 import zlib
 from collections.abc import Callable
@@ -25,6 +28,9 @@ from typing import BinaryIO
 XML_EXTENSIONS = (".nxml", ".xml")
 MAX_TRAILING_BYTES = 16 * 2**20
 MAX_EXTENDED_HEADER_BYTES = 64 * 2**10
+#: Compressed bytes read (and hashed) at a time: a typical package in one or two reads, and below
+#: the size from which malloc maps fresh pages for every buffer (measured: 256 KiB reads were slower).
+INPUT_CHUNK = 64 * 2**10
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".tif", ".tiff", ".bmp", ".webp")
 
 
@@ -74,6 +80,183 @@ class _HashingReader:
         return data
 
 
+# gzip header flags (RFC 1952)
+_FEXTRA, _FNAME, _FCOMMENT, _FHCRC = 4, 8, 16, 2
+_GZIP_MAGIC = b"\037\213"
+_TRUNCATED = "Compressed file ended before the end-of-stream marker was reached"
+#: ``GzipFile``'s buffer size and the compressed bytes it gives zlib per call (``io.DEFAULT_BUFFER_SIZE``):
+#: reading with the same sizes makes zlib meet corrupt data at the same reads. The small feed also
+#: bounds the unconsumed tail zlib copies back on every call.
+_BLOCK = _FEED = io.DEFAULT_BUFFER_SIZE
+_NONZERO = re.compile(rb"[^\0]")
+
+
+class _GzipStream:
+    """The decompressed bytes of a gzip file, read the way ``gzip.GzipFile`` reads them, with zlib
+    directly.
+
+    ``GzipFile`` passes every 8 KiB of input through a padded-file wrapper, a decompress reader and a
+    ``BufferedReader`` (and here through the hashing reader, one call each). This reads the input in
+    ``INPUT_CHUNK`` pieces and keeps only the zlib calls, made with exactly the sizes ``GzipFile``
+    would use, so every input is refused with the same exception at the same read (the tests compare
+    the two read by read): members are concatenated (multi-member gzip); each member's CRC and
+    length trailer is checked once its data has been read to the end (a cut inside the 8-byte trailer
+    is an ``EOFError``, a wrong CRC or length a ``BadGzipFile``); zero padding between or after
+    members is skipped; anything else after a member must be another gzip header (else
+    ``BadGzipFile``, "Not a gzipped file"); the input ending inside a member is an ``EOFError``,
+    corrupt deflate data a ``zlib.error``. The header CRC (FHCRC) is skipped unchecked, as gzip does.
+    """
+
+    def __init__(self, raw: _HashingReader, chunk: int = INPUT_CHUNK):
+        self.raw = raw
+        self.chunk = chunk
+        self.input = b""  # compressed bytes read from raw; those before self.pos are consumed
+        self.pos = 0
+        self.inflate: zlib._Decompress | None = None  # the current member's; None between members
+        self.crc = 0  # of the current member's data so far
+        self.length = 0
+        self.input_ended = False  # raw has returned b"": asking again would only cost another read
+        self.ahead = b""  # decompressed bytes read ahead by the emulated buffer, not returned yet
+        self.finished = False  # the input ended cleanly after a member (or was empty)
+
+    # -- compressed input ----------------------------------------------------------------------------
+
+    def _fill(self) -> bool:
+        """Append the next chunk of the input (dropping what is consumed); False at its end."""
+        data = b"" if self.input_ended else self.raw.read(self.chunk)
+        if not data:
+            self.input_ended = True
+            return False
+        self.input = self.input[self.pos :] + data if self.pos < len(self.input) else data
+        self.pos = 0
+        return True
+
+    def _take(self, n: int) -> bytes:
+        """Up to ``n`` input bytes, fewer only at the end of the input."""
+        while len(self.input) - self.pos < n and self._fill():
+            pass
+        data = self.input[self.pos : self.pos + n]
+        self.pos += len(data)
+        return data
+
+    def _exact(self, n: int) -> bytes:
+        """Exactly ``n`` input bytes; EOFError when the input ends first (gzip's ``_read_exact``)."""
+        data = self._take(n)
+        if len(data) < n:
+            raise EOFError(_TRUNCATED)
+        return data
+
+    def _skip_past(self, pattern: re.Pattern[bytes] | bytes, keep: bool) -> None:
+        """Skip input up to the first match of ``pattern`` (and past it unless ``keep``), or to the
+        end of the input when there is none: running out is not an error here."""
+        while True:
+            if isinstance(pattern, bytes):
+                found = self.input.find(pattern, self.pos)
+            else:
+                match = pattern.search(self.input, self.pos)
+                found = match.start() if match else -1
+            if found >= 0:
+                self.pos = found if keep else found + 1
+                return
+            self.pos = len(self.input)
+            if not self._fill():
+                return
+
+    # -- members ---------------------------------------------------------------------------------------
+
+    def _member_header(self) -> bool:
+        """Read a member's header (``gzip._read_gzip_header``); False when the input has ended."""
+        magic = self._take(2)
+        if not magic:
+            return False
+        if magic != _GZIP_MAGIC:
+            raise gzip.BadGzipFile(f"Not a gzipped file ({magic!r})")
+        method, flags = struct.unpack("<BBIxx", self._exact(8))[:2]
+        if method != 8:
+            raise gzip.BadGzipFile("Unknown compression method")
+        if flags & _FEXTRA:
+            (extra,) = struct.unpack("<H", self._exact(2))
+            self._exact(extra)
+        if flags & _FNAME:  # NUL-terminated; gzip stops at the end of the input without complaint
+            self._skip_past(b"\0", keep=False)
+        if flags & _FCOMMENT:
+            self._skip_past(b"\0", keep=False)
+        if flags & _FHCRC:
+            self._exact(2)
+        return True
+
+    def _member_trailer(self) -> None:
+        """Check the ended member's CRC and length, then skip zero padding (``_GzipReader._read_eof``)."""
+        crc, length = struct.unpack("<II", self._exact(8))
+        if crc != self.crc:
+            raise gzip.BadGzipFile(f"CRC check failed {hex(crc)} != {hex(self.crc)}")
+        if length != self.length & 0xFFFFFFFF:
+            raise gzip.BadGzipFile("Incorrect length of data produced")
+        self._skip_past(_NONZERO, keep=True)
+
+    def read(self, size: int) -> bytes:
+        """``GzipFile.read(size)``: ``size`` bytes, fewer only at the clean end of the data.
+
+        ``GzipFile`` reads through an ``io.BufferedReader`` with an 8 KiB buffer; this asks the
+        decompressor for the same amounts in the same order (whole blocks straight through, then the
+        buffer filled ahead), so corrupt data is met by the same read as before and a broken package
+        is refused with the same reason.
+        """
+        ahead = self.ahead
+        if size <= len(ahead):
+            self.ahead = ahead[size:]
+            return ahead[:size]
+        pieces, remaining = [ahead], size - len(ahead)
+        self.ahead = b""
+        while (block := remaining - remaining % _BLOCK) > 0:  # whole blocks, straight through
+            piece = self._read_some(block)
+            if not piece:
+                return b"".join(pieces)
+            pieces.append(piece)
+            remaining -= len(piece)
+        buffer, used = b"", 0  # then the rest through the buffer, which reads ahead up to a block
+        while remaining > 0 and len(buffer) < _BLOCK:
+            piece = self._read_some(_BLOCK - len(buffer))
+            if not piece:
+                break
+            take = min(remaining, len(piece))
+            pieces.append(piece[:take])
+            buffer += piece
+            used += take
+            remaining -= take
+        self.ahead = buffer[used:]
+        return b"".join(pieces)
+
+    def _read_some(self, size: int) -> bytes:
+        """Up to ``size`` (> 0) decompressed bytes from the first inflate call that gives any; b"" only
+        at the clean end. As in gzip, a member's trailer is checked on the read after its last data,
+        and the next header is read only when more data is asked for."""
+        while True:
+            if self.inflate is not None and self.inflate.eof:
+                self._member_trailer()
+                self.inflate = None
+            if self.inflate is None:
+                if self.finished or not self._member_header():
+                    self.finished = True
+                    return b""
+                self.inflate = zlib.decompressobj(-zlib.MAX_WBITS)
+                self.crc = self.length = 0
+            if self.pos + _FEED > len(self.input):
+                self._fill()
+            feed = self.input[self.pos : self.pos + _FEED]
+            inflate = self.inflate
+            out = inflate.decompress(feed, size)
+            # What zlib left of the feed, by gzip's rule: the tail cut off by ``size``, else (the
+            # member ended) what follows it. At a member's end zlib may report it as both.
+            self.pos += len(feed) - len(inflate.unconsumed_tail or inflate.unused_data)
+            if out:
+                self.crc = zlib.crc32(out, self.crc)
+                self.length += len(out)
+                return out
+            if not feed:  # nothing left to give zlib, and no output: the member never ended
+                raise EOFError(_TRUNCATED)
+
+
 class _ForwardStream:
     """The forward-only stream tarfile's stream mode (``r|``) reads through, without its copying.
 
@@ -84,7 +267,7 @@ class _ForwardStream:
     forward by reading on, and refuses to seek backwards with the same ``StreamError``.
     """
 
-    def __init__(self, raw: BinaryIO, chunk: int = tarfile.RECORDSIZE):
+    def __init__(self, raw: BinaryIO | _GzipStream, chunk: int = tarfile.RECORDSIZE):
         self.raw = raw
         self.chunk = chunk
         self.buf = b""  # fetched and not yet consumed from self.start on
@@ -152,20 +335,30 @@ class _ForwardStream:
         return data
 
 
+_LINK_TYPES = frozenset({tarfile.SYMTYPE, tarfile.LNKTYPE})
+_DEVICE_TYPES = frozenset({tarfile.CHRTYPE, tarfile.BLKTYPE, tarfile.FIFOTYPE})
+#: What ``TarInfo.isfile()`` or ``isdir()`` accepts.
+_ACCEPTED_TYPES = frozenset({*tarfile.REGULAR_TYPES, tarfile.DIRTYPE})
+
+
 def unsafe_member_reason(info: tarfile.TarInfo) -> str | None:
-    """Why a member must not be accepted, or None; checked before its data is read."""
+    """Why a member must not be accepted, or None; checked before its data is read.
+
+    The type tests are ``TarInfo.issym()``, ``islnk()``, ``isdev()``, ``isfile()`` and ``isdir()``
+    written as set lookups, since every member of every package comes through here.
+    """
     name = info.name
     if not name or name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
         return f"absolute path {name!r}"
-    parts = name.replace("\\", "/").split("/")
-    if ".." in parts:
+    if ".." in name and ".." in name.replace("\\", "/").split("/"):
         return f"path traversal {name!r}"
-    if info.issym() or info.islnk():
+    kind = info.type
+    if kind in _LINK_TYPES:
         return f"link member {name!r} -> {info.linkname!r}"
-    if info.ischr() or info.isblk() or info.isfifo() or info.isdev():
+    if kind in _DEVICE_TYPES:
         return f"device or fifo member {name!r}"
-    if not (info.isfile() or info.isdir()):
-        return f"member {name!r} of unsupported type {info.type!r}"
+    if kind not in _ACCEPTED_TYPES:
+        return f"member {name!r} of unsupported type {kind!r}"
     return None
 
 
@@ -214,8 +407,8 @@ def _stream_members(reader: _HashingReader, limits: Limits, wanted: Callable[[st
     kept_bytes = entries = 0
     # gzip is read by hand, not by tarfile, so the stream is decompressed to its very end: the CRC
     # and length trailer are checked, and a cut after the last tar block is still caught.
-    gz = gzip.GzipFile(fileobj=reader, mode="rb")  # type: ignore[arg-type]
-    stream = _ForwardStream(gz)  # type: ignore[arg-type]
+    gz = _GzipStream(reader)
+    stream = _ForwardStream(gz)
     with tarfile.TarFile(fileobj=stream, mode="r", tarinfo=_CappedTarInfo) as tar:  # type: ignore[arg-type]
         for info in tar:
             reason = unsafe_member_reason(info)

@@ -582,7 +582,8 @@ def _citations(parsed: _Parsed, drafts: list[_Draft]) -> list[list[CitingSentenc
             if inside:
                 extra.setdefault(second, []).extend(inside)
 
-    sections: dict[etree._Element, str | None] = {}
+    # A paragraph's section title is found among its ancestors, so paragraphs with one parent share it.
+    sections: dict[etree._Element | None, str | None] = {}
     titles: dict[etree._Element, str | None] = {}
     citing: list[list[CitingSentence]] = [[] for _ in drafts]
     seen: list[set[tuple[int, int]]] = [set() for _ in drafts]
@@ -591,9 +592,10 @@ def _citations(parsed: _Parsed, drafts: list[_Draft]) -> list[list[CitingSentenc
         if found is None or not found[2]:
             continue
         number, sentence, text = found
-        if context not in sections:
-            sections[context] = _section_title(context, titles)
-        section = sections[context]
+        parent = context.getparent()
+        if parent not in sections:
+            sections[parent] = _section_title(context, titles)
+        section = sections[parent]
         for index in [*extra.get(xref, ()), *targets]:
             if (number, sentence) in seen[index] or len(citing[index]) >= MAX_CITING:
                 continue

@@ -298,9 +298,11 @@ class _Walker:
                 glue = None
             if not (dropped or kind in (_K_NONE, _K_FLOAT) or (kind == _K_LABEL and drop_labels)):
                 tracked = track is not None and track(child)
-                if kind == _K_PLAIN and not tracked and not len(child):  # <italic>word</italic>
-                    if child.text:
-                        parts.append(child.text)
+                # <italic>word</italic>, <xref>Table 1</xref>: its text is all a leaf contributes
+                if kind in (_K_PLAIN, _K_XREF) and not tracked and not len(child):
+                    text = child.text
+                    if text:
+                        parts.append(text)
                 else:
                     self.node(child, kind, tracked)
             tail = child.tail
@@ -361,7 +363,8 @@ _DOUBLE_SPACE = re.compile(r"( )(?= )")
 #: the regex engine skip ahead to the next bracket instead of trying a match at every position.
 _EMPTY_BRACKET_PAIR = re.compile(r"\([\s,;]*\)|\[[\s,;]*\]")
 _DROP_ZERO_WIDTH = dict.fromkeys(map(ord, _ZERO_WIDTH))
-_LONG_WHITESPACE = re.compile(r"\s{2,}")
+#: ``\s{2,}`` written to start with a character set, which the regex engine scans for quickly.
+_LONG_WHITESPACE = re.compile(r"\s\s+")
 
 
 def _collapse_whitespace(text: str) -> str:
@@ -377,19 +380,47 @@ def _collapse_whitespace(text: str) -> str:
     return inner
 
 
-def _bracket_spans(text: str) -> list[tuple[int, int]]:
-    """What ``_EMPTY_BRACKETS`` matches: each empty pair with the space before it, if any.
+def _bracket_spans(text: str, pos: int = 0) -> list[tuple[int, int]]:
+    """What ``_EMPTY_BRACKETS`` matches: each empty pair with the space before it, if any (from
+    ``pos`` on, for a caller that knows there is no pair before it).
 
     The same matches, because that space can never end an earlier match (a match ends with a
     closing bracket), so the leftmost match with the space starts one before the pair's.
     """
     spans = []
-    for match in _EMPTY_BRACKET_PAIR.finditer(text):
+    for match in _EMPTY_BRACKET_PAIR.finditer(text, pos):
         start, end = match.span()
         if start and text[start - 1] == " ":
             start -= 1
         spans.append((start, end))
     return spans
+
+
+def _cut_points(spans: list[tuple[int, int]]) -> list[int]:
+    """Where each of the sorted, disjoint ``spans`` was, in the text left after deleting them."""
+    points, removed = [], 0
+    for start, end in spans:
+        points.append(start - removed)
+        removed += end - start
+    return points
+
+
+def _pair_around(text: str, points: list[int]) -> bool:
+    """Whether an empty bracket pair now encloses one of the cut ``points``.
+
+    Only there can deleting empty pairs have made a new one ("( [] )"): a pair that encloses no cut
+    point stood whole before the deletion, and the pass that made it found every such pair (pairs
+    cannot overlap). So the second pass is needed only when this says so.
+    """
+    for point in points:
+        left = right = point
+        while left and (text[left - 1] in ",;" or text[left - 1].isspace()):  # [\s,;]* leftwards
+            left -= 1
+        while right < len(text) and (text[right] in ",;" or text[right].isspace()):
+            right += 1
+        if left and right < len(text) and text[left - 1] + text[right] in ("()", "[]"):
+            return True
+    return False
 
 
 def _group_spans(pattern: re.Pattern[str], text: str) -> list[tuple[int, int]]:
@@ -448,9 +479,12 @@ def _normalize(raw: str, positions: list[int]) -> tuple[str, list[int]]:
             spans = [(m.start() + 1, m.end()) for m in _LONG_WHITESPACE.finditer(text)]
             positions = _shift(spans, positions)
         text = collapsed
-    if _EMPTY_BRACKET_PAIR.search(text) is not None:
-        text, positions = _cut(text, _bracket_spans(text), positions)
-        text, positions = _cut(text, _bracket_spans(text), positions)
+    first = _EMPTY_BRACKET_PAIR.search(text)
+    if first is not None:
+        spans = _bracket_spans(text, first.start())
+        text, positions = _cut(text, spans, positions)
+        if _pair_around(text, _cut_points(spans)):  # the pairs the first pass emptied: "( [] )"
+            text, positions = _cut(text, _bracket_spans(text), positions)
     if "  " in text:
         text, positions = _cut(text, _group_spans(_DOUBLE_SPACE, text), positions)
     text, positions = _cut(text, _group_spans(_SPACE_BEFORE_PUNCT, text), positions)
@@ -542,7 +576,31 @@ def element_text(el: etree._Element | None, *, drop_labels: bool = False, drop_c
     """The readable text of ``el`` ("" for None); see ``render``."""
     if el is None:
         return ""
+    if not len(el):
+        raw = _leaf_raw(el, drop_labels, drop_citations)
+        if raw is not None:
+            return _clean(raw)
     return _clean("".join(_walk(el, drop_labels, drop_citations, None).parts))
+
+
+def _leaf_raw(el: etree._Element, drop_labels: bool, drop_citations: bool) -> str | None:
+    """The raw text ``_walk`` collects for ``el`` when it has no children; None for the kinds whose
+    text needs more than copying (scripts, formulas), which go through the walker.
+
+    Most titles, labels, keywords and license paragraphs are such leaves: their text is the string
+    lxml already holds, with no walker to build and no children to look at.
+    """
+    kind = _kind(el.tag)
+    if kind == _K_NONE or (kind == _K_LABEL and drop_labels):
+        return ""
+    text = el.text or ""
+    if kind in (_K_PLAIN, _K_FLOAT):
+        return text
+    if kind == _K_XREF:
+        return "" if drop_citations and _numeric_bibr(el) else text
+    if kind in (_K_BLOCK, _K_LABEL):
+        return f" {text} "
+    return None
 
 
 # --- sentences --------------------------------------------------------------------------------------
@@ -570,7 +628,10 @@ _SENTENCE_STARTERS = frozenset(
     }
 )  # fmt: skip
 _WORD_AFTER = re.compile(r"\s+[\"'“‘(\[]?([A-Za-z]+)")
-_CANDIDATE = re.compile(r"[.!?]+[\"'”’)\]]*(?=\s+([\"'“‘(\[]?)(\S))")
+#: A sentence end followed by the next sentence's first character. ``[.!?][.!?]*`` rather than
+#: ``[.!?]+`` (the same matches): a pattern that starts with a character set lets the regex engine
+#: skip ahead to the next ``.``, ``!`` or ``?`` instead of trying a match at every position.
+_CANDIDATE = re.compile(r"[.!?][.!?]*[\"'”’)\]]*(?=\s+([\"'“‘(\[]?)(\S))")
 _LOOKBACK = 64
 _DOTTED = re.compile(r"(?:[a-z]\.)+[a-z]")
 _INITIAL = re.compile(r"[A-Z]\.")
