@@ -17,12 +17,10 @@ Generation is deterministic (fixed UIDs and pixel seeds) and rewrites only files
 from __future__ import annotations
 
 import csv
-import gzip
 import hashlib
 import io
 import json
 import zipfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +34,7 @@ from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, RLELossless
 
 from medcurate.samplecorpus import _write_if_changed
+from medcurate.sources.volumes import gzip_bytes
 
 SEED = 20241123
 CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
@@ -419,13 +418,11 @@ def write_dicom_sample_corpus(root: Path) -> Path:
     return folder
 
 
-def _write_all(
-    folder: Path, files: dict[str, bytes], write: Callable[[Path, bytes], bool] = _write_if_changed
-) -> None:
+def _write_all(folder: Path, files: dict[str, bytes]) -> None:
     for rel, data in sorted(files.items()):
         path = folder / rel
         path.parent.mkdir(parents=True, exist_ok=True)
-        write(path, data)
+        _write_if_changed(path, data)
 
 
 # -- NIfTI ------------------------------------------------------------------------------------------
@@ -434,19 +431,11 @@ def _write_all(
 NIFTI_DESCRIP = "DOE^JOHN MRN4451234"
 
 
-def _gzip(data: bytes) -> bytes:
-    """gzip with no timestamp or name in the header, so the same volume always gives the same bytes."""
-    out = io.BytesIO()
-    with gzip.GzipFile(fileobj=out, mode="wb", mtime=0, filename="") as stream:
-        stream.write(data)
-    return out.getvalue()
-
-
 def _nifti(array: np.ndarray, affine: np.ndarray, descrip: str = "") -> bytes:
     image = nib.Nifti1Image(array, affine)
     image.header["descrip"] = descrip.encode()
     image.header.set_xyzt_units("mm", "sec")
-    return _gzip(image.to_bytes())
+    return gzip_bytes(image.to_bytes())
 
 
 def _ct_volume() -> tuple[np.ndarray, np.ndarray, np.ndarray]:

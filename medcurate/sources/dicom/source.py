@@ -153,17 +153,14 @@ class DicomSource(Source):
             path = self.root / found.location.rel
             with path.open("rb") as stream:
                 head = stream.read(PREAMBLE_END)
-                if is_dicom_header(head) and found.size <= self.max_file_bytes:
-                    data = head + stream.read()
-                    facts = header_facts(data, self.key)
-                elif is_dicom_header(head):
+                facts = _not_dicom_facts(found.location.rel) if not is_dicom_header(head) else None
+                if facts == {}:
+                    data = b""  # skipped (a report, a README): its bytes are never needed
+                elif found.size > self.max_file_bytes:
                     data, facts = b"", {"error": f"file_too_large: {found.size} bytes"}
                 else:
-                    data = head + stream.read() if found.size <= self.max_file_bytes else b""
-                    suffix = PurePosixPath(found.location.rel).suffix.lower()
-                    facts = (
-                        {"error": "dicom_unreadable: no DICOM preamble"} if suffix in DICOM_SUFFIXES else {}
-                    )
+                    data = head + stream.read()
+                    facts = facts if facts is not None else header_facts(data, self.key)
             sha = sha256_bytes(data) if data else ""
             self.ctx.file_facts.put(uri, found.size, found.mtime_ns, sha, facts)
             cached = self.ctx.file_facts.get(uri, found.size, found.mtime_ns)
@@ -214,8 +211,7 @@ class DicomSource(Source):
         if is_dicom_header(data[:PREAMBLE_END]):
             facts = header_facts(data, self.key)
         else:
-            suffix = PurePosixPath(info.filename).suffix.lower()
-            facts = {"error": "dicom_unreadable: no DICOM preamble"} if suffix in DICOM_SUFFIXES else {}
+            facts = _not_dicom_facts(info.filename)
         return {"sha256": sha256_bytes(data), "size": info.file_size, "facts": facts}
 
     def report_index(self) -> dict[str, Any]:
@@ -494,6 +490,12 @@ class DicomSource(Source):
         )
         record[INGEST_DETAILS] = {"report_sha256": text["sha256"]} if text else {}
         return record
+
+
+def _not_dicom_facts(name: str) -> dict[str, Any]:
+    """Facts of a file without the DICOM preamble: skipped, unless its suffix claims it is DICOM."""
+    suffix = PurePosixPath(name).suffix.lower()
+    return {"error": "dicom_unreadable: no DICOM preamble"} if suffix in DICOM_SUFFIXES else {}
 
 
 def _ras_affine(first: dict[str, Any], spacing: float) -> np.ndarray:
