@@ -30,7 +30,6 @@ import argparse
 import hashlib
 import io
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -40,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from harness import peak_rss_kib, print_markdown, spawn, warm_page_cache  # bench/harness.py
 
 TARGET_RATIO = 1.3
 SIDE = 512
@@ -57,23 +57,6 @@ SERIES_PLAN = (
     ("smith_cr", -600, 1500),
     ("smith_cr", 50, 350),
 )
-
-
-def peak_rss_kib() -> int:
-    """This process's own peak resident set in KiB: ``VmHWM``, falling back to ``ru_maxrss``.
-
-    On Linux ``ru_maxrss`` survives ``exec``: a child starts with its parent's peak, so the series
-    generation in the parent would leak into every variant's figure. ``VmHWM`` belongs to the new
-    address space (see bench/pmc_ingest.py, where this was measured).
-    """
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 # -- inputs ------------------------------------------------------------------------------------------
@@ -135,11 +118,6 @@ def ensure_series(root: Path, series: int, slices: int) -> None:
             (root / rel).write_bytes(ct_slice_bytes(s, i))
             files.append(rel)
     manifest.write_text(json.dumps({"shape": shape, "files": files}))
-
-
-def warm_page_cache(paths: list[Path]) -> int:
-    """Read every file once so no variant pays (or dodges) cold-disk reads the others do not."""
-    return sum(len(path.read_bytes()) for path in paths)
 
 
 # -- baseline ----------------------------------------------------------------------------------------
@@ -324,28 +302,6 @@ def child(args: argparse.Namespace) -> None:
     print(json.dumps(result))
 
 
-def spawn(variant: str, root: Path, cache_file: Path) -> dict[str, Any]:
-    """Re-invoke this script for one variant, so its peak RSS and imports are its own."""
-    command = [sys.executable, __file__, "--variant", variant, "--root", str(root)]
-    command += ["--cache", str(cache_file)]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        sys.exit(f"variant {variant} failed ({done.returncode}):\n{done.stderr}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def print_markdown(table: list[tuple[str, ...]]) -> None:
-    """A Markdown table, first column left-aligned and numbers right-aligned, readable as plain text."""
-    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
-    rule = ["-" * (w + 2) if i == 0 else "-" * (w + 1) + ":" for i, w in enumerate(widths)]
-    for index, row in enumerate(table):
-        pairs = enumerate(zip(row, widths, strict=True))
-        cells = [c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in pairs]
-        print("| " + " | ".join(cells) + " |")
-        if index == 0:
-            print("|" + "|".join(rule) + "|")
-
-
 def check(base: dict[str, Any], ours: dict[str, Any], again: dict[str, Any], files: int) -> int:
     """Fail loudly unless both sides made every slice and the re-list opened nothing; identical PNGs."""
     assert not ours["errors"], f"inputs failed at listing: {ours['errors']}"
@@ -370,9 +326,9 @@ def measure(root: Path, series: int, slices: int, profile: int) -> None:
     size_mib = warm_page_cache(paths) / 2**20
     with tempfile.TemporaryDirectory() as work:  # the first listing's file facts, for the re-list
         cache_file = Path(work) / "file-facts.json"
-        base = spawn("baseline", root, cache_file)
-        ours = spawn("medcurate", root, cache_file)
-        again = spawn("relist", root, cache_file)
+        base = spawn(__file__, "baseline", root, cache_file)
+        ours = spawn(__file__, "medcurate", root, cache_file)
+        again = spawn(__file__, "relist", root, cache_file)
     n = check(base, ours, again, len(paths))
 
     base_s, both_s = base["seconds"], ours["list_s"] + ours["read_s"]

@@ -25,7 +25,6 @@ import argparse
 import csv
 import json
 import posixpath
-import resource
 import subprocess
 import sys
 import tempfile
@@ -34,28 +33,13 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from harness import peak_rss_kib, print_markdown, spawn, warm_page_cache  # bench/harness.py
+
 TARGET_RATIO, TARGET_RSS_MIB = 1.5, 1024
 WARM_PACKAGES = 5
 FILE_LIST = "oa_file_list.csv"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".tif", ".tiff")
 XLINK = {"xlink": "http://www.w3.org/1999/xlink"}
-
-
-def peak_rss_kib() -> int:
-    """This process's own peak resident set in KiB: ``VmHWM``, falling back to ``ru_maxrss``.
-
-    On Linux ``ru_maxrss`` survives ``exec``: a child starts with its parent's peak (measured: a child
-    of a 300 MiB parent reports 311 MiB while its ``VmHWM`` is 11 MiB), so the parent's imports and the
-    mirror generation would leak into every variant's figure. ``VmHWM`` belongs to the new address space.
-    """
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def listed_packages(root: Path) -> list[Path]:
@@ -71,11 +55,6 @@ def ensure_mirror(root: Path, packages: int) -> None:
     from medcurate.pmc_corpus import write_pmc_mirror
 
     write_pmc_mirror(root, packages)
-
-
-def warm_page_cache(paths: list[Path]) -> int:
-    """Read every package once so no variant pays (or dodges) cold-disk reads the others do not."""
-    return sum(len(path.read_bytes()) for path in paths)
 
 
 # -- baseline ----------------------------------------------------------------------------------------
@@ -237,28 +216,6 @@ def child(args: argparse.Namespace) -> None:
     print(json.dumps(result))
 
 
-def spawn(variant: str, root: Path, cache_file: Path) -> dict[str, Any]:
-    """Re-invoke this script for one variant, so its peak RSS and imports are its own."""
-    command = [sys.executable, __file__, "--variant", variant, "--root", str(root)]
-    command += ["--cache", str(cache_file)]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        sys.exit(f"variant {variant} failed ({done.returncode}):\n{done.stderr}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def print_markdown(table: list[tuple[str, ...]]) -> None:
-    """A Markdown table, first column left-aligned and numbers right-aligned, readable as plain text."""
-    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
-    rule = ["-" * (w + 2) if i == 0 else "-" * (w + 1) + ":" for i, w in enumerate(widths)]
-    for index, row in enumerate(table):
-        pairs = enumerate(zip(row, widths, strict=True))
-        cells = [c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in pairs]
-        print("| " + " | ".join(cells) + " |")
-        if index == 0:
-            print("|" + "|".join(rule) + "|")
-
-
 Runs = list[dict[str, Any]]
 
 
@@ -275,7 +232,7 @@ def run_rounds(root: Path, cache_file: Path, repeat: int) -> tuple[Runs, Runs]:
     for round_ in range(repeat):
         order = ("baseline", "medcurate") if round_ % 2 == 0 else ("medcurate", "baseline")
         for variant in order:
-            result = spawn(variant, root, cache_file)
+            result = spawn(__file__, variant, root, cache_file)
             (bases if variant == "baseline" else ours).append(result)
     return bases, ours
 
@@ -303,7 +260,7 @@ def measure(root: Path, packages: int, profile: int, repeat: int) -> None:
     with tempfile.TemporaryDirectory() as work:  # a listing's stat cache, for the re-list
         cache_file = Path(work) / "stat-cache.json"
         bases, ours_runs = run_rounds(root, cache_file, repeat)
-        again = spawn("relist", root, cache_file)
+        again = spawn(__file__, "relist", root, cache_file)
     check_agreement(paths, bases, ours_runs, again)
 
     base = min(bases, key=lambda run: run["seconds"])
