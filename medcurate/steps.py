@@ -160,7 +160,7 @@ def apply_map_stage(
     lake: Lake, engine: Engine, stage: MapStage, group: str, parts: list[PartRef], run_id: str
 ) -> list[str]:
     """Run a map stage over parts; parts already done in this run are skipped (resumption)."""
-    ctx = StageContext(run_id=run_id)
+    ctx = StageContext(run_id=run_id, lake_uri=lake.root_uri)
     outputs = []
     for part in tqdm(parts, desc=stage.name, unit="part", disable=None):
         # A whole part keeps its name from stage to stage (the catalogue finds its exclusions by it);

@@ -12,7 +12,8 @@ from typing import Any
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "1.2"  # 1.1: article and figure groups (PMC); 1.2: scan group (DICOM, NIfTI)
+# 1.1: article, figure (PMC); 1.2: scan, volume (DICOM, NIfTI); 1.3: text authors, quality
+SCHEMA_VERSION = "1.3"
 
 #: Values of ``status``: where a record stands after the last stage that touched it.
 ACTIVE, FILTERED, QUARANTINED = "active", "filtered", "quarantined"
@@ -91,6 +92,19 @@ MEDICAL = pa.struct(
     ]
 )
 
+PANEL = pa.struct([("label", pa.string()), ("text", pa.string())])
+
+#: Who wrote one text field: "author" (the source's own words), "report:<method>", "template:<id>@<v>",
+#: or "model:<name>@<revision>" with the prompt that asked for it.
+TEXT_AUTHOR = pa.struct(
+    [
+        ("field", pa.string()),
+        ("author", pa.string()),
+        ("prompt_id", pa.string()),  # id@version, for templates and model prompts
+        ("prompt_sha256", pa.string()),
+    ]
+)
+
 TEXT = pa.struct(
     [
         ("source_caption", pa.string()),
@@ -99,6 +113,20 @@ TEXT = pa.struct(
         ("generated_caption", pa.string()),
         ("final_caption", pa.string()),
         ("final_caption_author", pa.string()),  # e.g. "template:labels.chest_xray@1", "author", "model:..."
+        ("paraphrases", pa.list_(pa.string())),  # model paraphrases of the label text (UniMed style)
+        ("panel_captions", pa.list_(PANEL)),  # model-rewritten, self-contained caption per panel
+        ("authors", pa.list_(TEXT_AUTHOR)),  # one entry per text field written, in the order written
+    ]
+)
+
+#: What quality stages concluded beyond numeric scores (those live in ``scores``).
+QUALITY = pa.struct(
+    [
+        ("language", pa.string()),  # ISO 639-1 code of the final caption
+        ("language_confidence", pa.float64()),
+        ("is_medical", pa.bool_()),  # the judge's verdict on the image
+        ("rationale", pa.string()),  # the judge's short reason
+        ("flags", pa.list_(pa.string())),  # hallucination flags, label contradictions, ...
     ]
 )
 
@@ -116,7 +144,6 @@ ARTICLE = pa.struct(
     ]
 )
 
-PANEL = pa.struct([("label", pa.string()), ("text", pa.string())])
 CITING_SENTENCE = pa.struct([("section", pa.string()), ("text", pa.string())])
 
 FIGURE = pa.struct(
@@ -223,6 +250,7 @@ RECORD_SCHEMA = pa.schema(
         ("scan", SCAN),
         ("volume", VOLUME),  # optional 3D payload beside the 2D image (clinical sources)
         ("scores", pa.list_(SCORE)),
+        ("quality", QUALITY),
         ("dedup", DEDUP),
         ("split", pa.string()),
         ("lineage", pa.list_(LINEAGE_EVENT)),
@@ -282,6 +310,7 @@ def new_record(sample_id: str, **groups: Any) -> dict[str, Any]:
         "scan": None,  # only clinical sources (DICOM, NIfTI) fill this
         "volume": None,  # and this, when asked for a 3D payload
         "scores": [],
+        "quality": None,  # written by quality stages
         "dedup": {},
         "split": None,
         "lineage": [],

@@ -60,6 +60,8 @@ class StageContext:
     """What a stage may know about the run it is part of (no global state)."""
 
     run_id: str
+    #: Where the lake is (a URI executors can open), for stages that cache results there (model stages).
+    lake_uri: str | None = None
 
 
 @dataclass

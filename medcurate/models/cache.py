@@ -1,0 +1,110 @@
+"""Model results in the lake, keyed by what determines them, so nothing is computed twice.
+
+Layout: ``state/model_cache/<namespace>/batch-<hash>.parquet``. The namespace is the model's identity
+(name and revision) plus the task; the key inside it hashes the image sha256, the prompt's sha256, the
+rendered prompt and the sampling parameters. Each batch of results is written as one file the moment
+it is computed, so a crash mid-stage loses at most the batch in flight; files are immutable and named
+by their keys, so writers on different Spark executors never collide.
+
+Lookups read only the key column of the namespace once per process (an index from key to file), then
+the rows they hit, so a large cache costs one small scan, not a full read.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from medcurate.hashing import sha256_json
+from medcurate.lake.store import Lake
+
+CACHE_ROOT = "state/model_cache"
+
+CACHE_SCHEMA = pa.schema(
+    [
+        ("key", pa.string()),
+        ("value", pa.string()),  # canonical JSON of the result; null when it failed
+        ("error", pa.string()),  # why there is no value (invalid_json: ..., schema_mismatch: ...)
+        ("raw", pa.string()),  # the model's raw answer, for failures and audits
+        ("attempts", pa.int32()),
+        ("prompt_tokens", pa.int64()),
+        ("output_tokens", pa.int64()),
+        ("run_id", pa.string()),  # the run that computed it
+    ]
+)
+
+
+class ResultCache:
+    """Append-only results of one model on one task; safe to share between processes."""
+
+    def __init__(self, lake: Lake, namespace: str):
+        self.lake = lake
+        self.folder = f"{CACHE_ROOT}/{namespace}"
+        self._index: dict[str, str] | None = None
+        self._lock = threading.Lock()
+
+    def _load_index(self) -> dict[str, str]:
+        if self._index is None:
+            index: dict[str, str] = {}
+            for rel in self.lake.walk_files(self.folder, suffix=".parquet"):
+                for key in self.lake.read_parquet(rel, columns=["key"]).column("key").to_pylist():
+                    index.setdefault(key, rel)
+            self._index = index
+        return self._index
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._load_index())
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """Cached rows for the keys that have one."""
+        with self._lock:
+            index = self._load_index()
+            by_file: dict[str, list[str]] = {}
+            for key in set(keys):
+                if key in index:
+                    by_file.setdefault(index[key], []).append(key)
+        found: dict[str, dict[str, Any]] = {}
+        for rel, wanted in sorted(by_file.items()):
+            table = self.lake.read_parquet(rel)
+            table = table.filter(pc.is_in(table.column("key"), pa.array(sorted(wanted))))
+            for row in table.to_pylist():
+                found.setdefault(row["key"], row)
+        return found
+
+    def put(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Write one batch of results as one immutable file (atomically) and index it."""
+        if not rows:
+            return
+        table = pa.Table.from_pylist([dict(row) for row in rows], CACHE_SCHEMA)
+        keys = sorted(table.column("key").to_pylist())
+        rel = f"{self.folder}/batch-{sha256_json(keys)[:20]}.parquet"
+        if not self.lake.exists(rel):
+            self.lake.write_parquet(rel, table.sort_by("key"))
+        with self._lock:
+            index = self._load_index()
+            for key in keys:
+                index.setdefault(key, rel)
+
+
+_caches: dict[tuple[str, str], ResultCache] = {}
+_caches_lock = threading.Lock()
+
+
+def result_cache(lake_uri: str, namespace: str) -> ResultCache:
+    """The process's cache object for a namespace (its index is read once per process)."""
+    with _caches_lock:
+        key = (lake_uri, namespace)
+        if key not in _caches:
+            _caches[key] = ResultCache(Lake(lake_uri), namespace)
+        return _caches[key]
+
+
+def forget_caches() -> None:
+    """Drop in-memory indexes (tests that delete a lake, or a long-lived worker between runs)."""
+    with _caches_lock:
+        _caches.clear()
