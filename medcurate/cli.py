@@ -40,11 +40,11 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def _load(pipeline: Path, overrides: list[str], inputs: list[str]):
+def _load(pipeline: Path, overrides: list[str], inputs: list[str], models: list[str] = ()):
     from medcurate.config import ConfigError, load_pipeline
 
     try:
-        return load_pipeline(pipeline, overrides, inputs)
+        return load_pipeline(pipeline, overrides, inputs, models)
     except ConfigError as exc:
         _fail(str(exc))
 
@@ -55,10 +55,14 @@ def run(
     input: Annotated[list[str], typer.Option("--input", help="URI, or NAME=URI for one source")] = [],  # noqa: A002, B006
     lake: LakeOption = None,
     set_: Annotated[list[str], typer.Option("--set", help="Override a config value: dotted.key=value")] = [],  # noqa: B006
+    model: Annotated[
+        list[str],
+        typer.Option("--model", help="Attach a model to a role: ROLE=PATH[@backend] (caption, judge, embed)"),
+    ] = [],  # noqa: B006
     as_json: JsonOption = False,
 ) -> None:
     """Run a pipeline: ingest new inputs, apply stages, publish a release if its content changed."""
-    cfg = _load(pipeline, set_, input)
+    cfg = _load(pipeline, set_, input, model)
     from medcurate.lake import default_lake_uri
     from medcurate.pipelines.flow import curate
     from medcurate.sources import SourceContext, make_source
@@ -69,6 +73,12 @@ def run(
             make_source(src.kind, src.name, src.uri, src.params, ctx)
         except ValueError as exc:
             _fail(str(exc))
+    from medcurate.steps import resolve_models
+
+    try:  # a missing model path or unknown backend is told before any flow starts
+        resolve_models(cfg)
+    except ValueError as exc:
+        _fail(str(exc))
 
     summary = curate(cfg.model_dump(), lake or default_lake_uri(cfg.lake))
     if as_json:
@@ -84,6 +94,8 @@ def run(
     typer.echo(f"  content hash:  {summary.content_hash}")
     typer.echo(f"  filtered:      {summary.filtered} {totals['filtered']}")
     typer.echo(f"  quarantined:   {summary.quarantined} {totals['quarantined']}")
+    for skipped in summary.skipped_stages:
+        typer.echo(f"  skipped:       {skipped} (attach one with --model ROLE=PATH)")
 
 
 @app.command("sample-corpus")
@@ -93,6 +105,23 @@ def sample_corpus(directory: Annotated[Path, typer.Argument(help="Where to write
 
     for name, path in write_sample_corpus(directory).items():
         typer.echo(f"{name}: {path}")
+
+
+@app.command("tiny-model")
+def tiny_model(
+    directory: Annotated[Path, typer.Argument(help="Where to write the model folder")],
+    kind: Annotated[str, typer.Option(help="vlm (caption/judge roles) or clip (embed role)")] = "vlm",
+    seed: Annotated[int, typer.Option(help="Weight seed; the same seed writes identical files")] = 0,
+) -> None:
+    """Write a tiny random-weight model for smoke runs anywhere (no download): its answers are noise."""
+    from medcurate.models.tiny import write_tiny_clip, write_tiny_vlm
+
+    writers = {"vlm": write_tiny_vlm, "clip": write_tiny_clip}
+    if kind not in writers:
+        _fail(f"--kind must be one of {sorted(writers)}")
+    path = writers[kind](directory, seed=seed)
+    role = "caption" if kind == "vlm" else "embed"
+    typer.echo(f"{path}\nuse it with: medcurate run PIPELINE --model {role}={path}")
 
 
 @app.command()

@@ -50,6 +50,16 @@ class EngineConfig(Strict):
     spark: SparkConfig = Field(default_factory=SparkConfig)
 
 
+class ModelConfig(Strict):
+    """A model for one role (caption, judge, embed), loaded from a local path only."""
+
+    path: str
+    backend: Literal["transformers", "vllm", "http"] = "transformers"
+    revision: str | None = None  # content hash of the weights; computed from ``path`` when readable
+    endpoint: str | None = None  # http backend: the OpenAI-compatible base URL, e.g. http://gpu-01:8000/v1
+    options: dict[str, Any] = Field(default_factory=dict)  # device, dtype, batch_size, concurrency, ...
+
+
 class ReleaseConfig(Strict):
     name: str
     initial_version: str = "1.0.0"
@@ -68,6 +78,9 @@ class PipelineConfig(Strict):
     #: (their results are cached in the lake); the rest run over the whole dataset every run.
     stages: dict[str, dict[str, Any]] = Field(default_factory=dict)
     engine: EngineConfig = Field(default_factory=EngineConfig)
+    #: Role -> model. Model stages whose role has none are skipped (and the run says so). Where the
+    #: weights lie is not part of the config hash; their content hash is, through the stages.
+    models: dict[str, ModelConfig] = Field(default_factory=dict)
     release: ReleaseConfig
 
     @property
@@ -75,8 +88,8 @@ class PipelineConfig(Strict):
         return sha256_json(self.identity())[:16]
 
     def identity(self) -> dict[str, Any]:
-        """The part of the config that shapes the data (no lake, engine, key or description)."""
-        return self.model_dump(exclude={"lake", "engine", "description", "pseudonym_key"})
+        """The part of the config that shapes the data (no lake, engine, key, model paths or description)."""
+        return self.model_dump(exclude={"lake", "engine", "description", "pseudonym_key", "models"})
 
     def resolved_pseudonym_key(self) -> str | None:
         return os.environ.get("MEDCURATE_PSEUDONYM_KEY") or self.pseudonym_key
@@ -135,7 +148,26 @@ def apply_input(data: dict[str, Any], inputs: list[str]) -> None:
         targets[0]["uri"] = uri
 
 
-def load_pipeline(path: str | Path, overrides: list[str] = (), inputs: list[str] = ()) -> PipelineConfig:
+def apply_models(data: dict[str, Any], models: list[str]) -> None:
+    """``--model ROLE=PATH[@backend]``: attach a model to a role, keeping its other YAML settings."""
+    from medcurate.models.spec import ModelError, parse_model_option
+
+    for item in models:
+        try:
+            role, path, backend = parse_model_option(item)
+        except ModelError as exc:
+            raise ConfigError(str(exc)) from exc
+        entry = dict((data.get("models") or {}).get(role) or {})
+        entry["path"] = path
+        if backend:
+            entry["backend"] = backend
+        data.setdefault("models", {})
+        data["models"] = {**(data["models"] or {}), role: entry}
+
+
+def load_pipeline(
+    path: str | Path, overrides: list[str] = (), inputs: list[str] = (), models: list[str] = ()
+) -> PipelineConfig:
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text())
@@ -145,6 +177,7 @@ def load_pipeline(path: str | Path, overrides: list[str] = (), inputs: list[str]
         raise ConfigError(f"pipeline {path} must be a YAML mapping")
     apply_input(data, list(inputs))
     apply_overrides(data, list(overrides))
+    apply_models(data, list(models))
     try:
         return PipelineConfig.model_validate(data)
     except ValidationError as exc:

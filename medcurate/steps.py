@@ -28,12 +28,14 @@ from medcurate.engines.base import restrict, sort_records
 from medcurate.hashing import canonical_json, sha256_json
 from medcurate.lake import Catalogue, Lake, Ledger
 from medcurate.lake.file_facts import FileFactsCache
+from medcurate.models.spec import ModelSpec, resolve_model
 from medcurate.release.changes import CurrentFacts
 from medcurate.schemas.record import ACTIVE, QUARANTINED, RECORD_SCHEMA, lineage_event, validate_batch
 from medcurate.sources import make_source
 from medcurate.sources.base import INGEST_DETAILS, InputItem, Source, SourceContext
 from medcurate.stages import make_stage
 from medcurate.stages.base import GlobalStage, MapStage, Stage, StageContext, split_by_status
+from medcurate.stages.model_stage import ModelStage
 
 INGEST = "ingest"
 
@@ -55,13 +57,36 @@ class RunPlan:
     sources: list[SourcePlan]
     per_input_stages: list[MapStage]
     dataset_stages: list[Stage]
+    #: Model stages left out for want of a model, with why ("caption: no model for role 'caption'").
+    skipped_stages: list[str] = field(default_factory=list)
 
 
-def build_stages(config: PipelineConfig) -> tuple[list[MapStage], list[Stage]]:
-    """Split the configured stages: map stages before the first global one run once per input."""
-    stages = [make_stage(name, params) for name, params in config.stages.items()]
+def resolve_models(config: PipelineConfig) -> dict[str, ModelSpec]:
+    """Each configured role's model, checked and content-hashed (the revision goes into lineage)."""
+    return {
+        role: resolve_model(role, m.path, m.backend, m.revision, m.endpoint, m.options)
+        for role, m in sorted(config.models.items())
+    }
+
+
+def build_stages(config: PipelineConfig) -> tuple[list[MapStage], list[Stage], list[str]]:
+    """The configured stages with their models attached, split where the first global stage begins.
+
+    Map stages before the first global one run once per input. A model stage whose role has no model
+    is left out (unless it can run without one) and named in the third list.
+    """
+    models = resolve_models(config)
+    stages, skipped = [], []
+    for name, params in config.stages.items():
+        stage = make_stage(name, params)
+        if isinstance(stage, ModelStage):
+            stage.model = models.get(stage.model_role)
+            if stage.model is None and not stage.model_optional:
+                skipped.append(f"{name}: no model for role {stage.model_role!r}")
+                continue
+        stages.append(stage)
     first_global = next((i for i, s in enumerate(stages) if isinstance(s, GlobalStage)), len(stages))
-    return stages[:first_global], stages[first_global:]
+    return stages[:first_global], stages[first_global:], skipped
 
 
 def processing_key(source: Source, per_input: list[MapStage]) -> str:
@@ -76,7 +101,7 @@ def processing_key(source: Source, per_input: list[MapStage]) -> str:
 
 def plan_run(config: PipelineConfig, lake: Lake) -> RunPlan:
     """List every source's inputs (hashing only files the catalogue does not know) and name the run."""
-    per_input, dataset = build_stages(config)
+    per_input, dataset, skipped = build_stages(config)
     plans = []
     for source_cfg in config.sources:
         catalogue = Catalogue(lake, source_cfg.name)
@@ -96,8 +121,10 @@ def plan_run(config: PipelineConfig, lake: Lake) -> RunPlan:
         new_items = [item for item in items if item.key not in catalogue]
         plans.append(SourcePlan(source_cfg.name, source, catalogue, items, new_items))
     listing = {plan.name: sorted(item.key for item in plan.items) for plan in plans}
-    run_id = sha256_json([config.config_hash, listing])[:16]
-    return RunPlan(run_id, config.config_hash, plans, per_input, dataset)
+    # Stage hashes carry the attached models' revisions, which the config hash leaves out.
+    stage_hashes = [stage.config_hash for stage in [*per_input, *dataset]]
+    run_id = sha256_json([config.config_hash, listing, stage_hashes])[:16]
+    return RunPlan(run_id, config.config_hash, plans, per_input, dataset, skipped)
 
 
 def _part_name(keys: list[str]) -> str:

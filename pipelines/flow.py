@@ -20,6 +20,7 @@ from prefect.cache_policies import NO_CACHE
 from medcurate.config import PipelineConfig
 from medcurate.engines import PartRef, make_engine
 from medcurate.lake import Lake, Ledger, default_lake_uri
+from medcurate.models.registry import unload_all
 from medcurate.release.builder import ReleaseSettings, build_release
 from medcurate.steps import (
     apply_dataset_stage,
@@ -77,6 +78,7 @@ class RunSummary:
     published: bool
     sample_count: int
     ledger: dict[str, Any]
+    skipped_stages: list[str]
 
     @property
     def quarantined(self) -> int:
@@ -100,6 +102,8 @@ def curate(config: dict[str, Any], lake_uri: str | None = None) -> RunSummary:
         plan.run_id,
         ", ".join(f"{p.name}: {len(p.items)} inputs, {len(p.new_items)} new" for p in plan.sources),
     )
+    for skipped in plan.skipped_stages:
+        logger.warning("skipped model stage %s (attach one with --model ROLE=PATH)", skipped)
     engine = make_engine(cfg.engine.kind, lake, cfg.engine.batch_size, cfg.engine.spark.model_dump())
     try:
         for source in plan.sources:
@@ -121,6 +125,7 @@ def curate(config: dict[str, Any], lake_uri: str | None = None) -> RunSummary:
             )
     finally:
         engine.close()
+        unload_all()  # free accelerator memory held by in-process models
 
     settings = ReleaseSettings(**cfg.release.model_dump())
     release_records = _count_released(iter_sorted_records(lake, parts), ledger)
@@ -128,7 +133,10 @@ def curate(config: dict[str, Any], lake_uri: str | None = None) -> RunSummary:
         lake,
         settings,
         release_records,
-        config=cfg.model_dump(exclude={"lake", "pseudonym_key"}),
+        config={
+            **cfg.model_dump(exclude={"lake", "pseudonym_key", "models"}),
+            "models": _model_identities(plan),
+        },
         config_hash=cfg.config_hash,
         run_id=plan.run_id,
         ledger=ledger.as_dict,
@@ -157,6 +165,7 @@ def curate(config: dict[str, Any], lake_uri: str | None = None) -> RunSummary:
         published=outcome.published,
         sample_count=outcome.release.info["sample_count"],
         ledger=ledger.as_dict(),
+        skipped_stages=plan.skipped_stages,
     )
     logger.info(
         "release %s %s (%s): %d samples, %d filtered, %d quarantined",
@@ -168,6 +177,16 @@ def curate(config: dict[str, Any], lake_uri: str | None = None) -> RunSummary:
         summary.quarantined,
     )
     return summary
+
+
+def _model_identities(plan) -> dict[str, dict[str, str]]:
+    """Role -> model name, revision and backend of the models this run used (no local paths)."""
+    found = {}
+    for stage in [*plan.per_input_stages, *plan.dataset_stages]:
+        model = getattr(stage, "model", None)
+        if model is not None:
+            found[model.role] = {**model.identity(), "backend": model.backend}
+    return dict(sorted(found.items()))
 
 
 def _count_released(records, ledger: Ledger):

@@ -8,15 +8,38 @@ from medcurate.stages.base import GlobalStage, MapStage, Stage
 
 
 def _registry() -> dict[str, type[Stage]]:
-    # Imported here so that loading the contract does not pull in Pillow, imagehash or templates.
+    # Imported here so that loading the contract does not pull in Pillow, imagehash, templates or torch.
     from medcurate.stages.allow import AllowStage
+    from medcurate.stages.caption import CaptionStage
+    from medcurate.stages.caption_policy import CaptionPolicyStage
+    from medcurate.stages.caption_repeats import CaptionRepeatsStage
     from medcurate.stages.exact_dedup import ExactDedupStage
     from medcurate.stages.figure_kind import FigureKindStage
+    from medcurate.stages.judge import JudgeStage
     from medcurate.stages.label_text import LabelTextStage
     from medcurate.stages.normalize import NormalizeStage
+    from medcurate.stages.panel_rewrite import PanelRewriteStage
+    from medcurate.stages.paraphrase import ParaphraseStage
+    from medcurate.stages.quality_filter import QualityFilterStage
+    from medcurate.stages.quality_signals import QualitySignalsStage
     from medcurate.stages.split import SplitStage
 
-    stages = (NormalizeStage, LabelTextStage, FigureKindStage, AllowStage, SplitStage, ExactDedupStage)
+    stages = (
+        NormalizeStage,
+        LabelTextStage,
+        FigureKindStage,
+        AllowStage,
+        SplitStage,
+        ExactDedupStage,
+        CaptionStage,
+        PanelRewriteStage,
+        ParaphraseStage,
+        JudgeStage,
+        CaptionPolicyStage,
+        QualitySignalsStage,
+        CaptionRepeatsStage,
+        QualityFilterStage,
+    )
     return {cls.name: cls for cls in stages}
 
 

@@ -29,6 +29,8 @@ class ModelStage(MapStage):
 
     #: The role whose model this stage uses (a param ``role`` may point it at another).
     role: ClassVar[str]
+    #: Whether the stage also runs (with less to do) when its role has no model.
+    model_optional: ClassVar[bool] = False
     #: What the stage asks of an executor (Spark stage-level scheduling); CPU stages ask for nothing.
     resources: ClassVar[dict[str, float]] = {}
 

@@ -42,13 +42,29 @@ class SparkEngine(Engine):
         settings["spark.sql.execution.arrow.maxRecordsPerBatch"] = str(batch_size)
         for key, value in settings.items():
             builder = builder.config(key, str(value))
+        self.master = master
         self.spark = builder.getOrCreate()
         self.spark.sparkContext.setLogLevel("ERROR")
+
+    def resource_profile(self, stage: MapStage):
+        """A Spark stage-level resource profile for stages that need a GPU per task, else None.
+
+        GPU tasks then run only on executors that own one, while CPU stages keep every core. Local
+        mode has no executors to schedule (and refuses task GPU requests), so it runs without one.
+        """
+        needs = stage.task_resources() if hasattr(stage, "task_resources") else {}
+        if not needs.get("gpu") or self.master.startswith("local"):
+            return None
+        from pyspark.resource import ResourceProfileBuilder, TaskResourceRequests
+
+        requests = TaskResourceRequests().cpus(int(needs.get("cpus", 1))).resource("gpu", needs["gpu"])
+        return ResourceProfileBuilder().require(requests).build
 
     def map_part(self, stage: MapStage, part: PartRef, ctx: StageContext) -> pa.Table:
         frame = self.spark.read.parquet(self.lake.uri(part.path))
         mapper = BatchMapper(stage, ctx, part.sample_ids)
-        return sort_records(frame.mapInArrow(mapper, frame.schema).toArrow())
+        mapped = frame.mapInArrow(mapper, frame.schema, profile=self.resource_profile(stage))
+        return sort_records(mapped.toArrow())
 
     def fit_table(self, parts: list[PartRef], columns: list[str]) -> pa.Table:
         if not parts:
