@@ -347,6 +347,32 @@ def lineage_event(
     }
 
 
+def text_authors(
+    *entries: tuple[str, str | None, str | None, str | None] | tuple[str, str | None],
+) -> list[dict[str, Any]]:
+    """``text.authors`` from ``(field, author[, prompt_id, prompt_sha256])``; skips authorless ones."""
+    authors = []
+    for field, author, *prompt in entries:
+        if author:
+            prompt_id, prompt_sha256 = (list(prompt) + [None, None])[:2]
+            authors.append(
+                {"field": field, "author": author, "prompt_id": prompt_id, "prompt_sha256": prompt_sha256}
+            )
+    return authors
+
+
+def note_author(
+    text: dict[str, Any],
+    field: str,
+    author: str,
+    prompt_id: str | None = None,
+    prompt_sha256: str | None = None,
+) -> None:
+    """Record in ``text["authors"]`` who wrote ``field`` (replacing an earlier entry for it)."""
+    kept = [entry for entry in text.get("authors") or [] if entry["field"] != field]
+    text["authors"] = [*kept, *text_authors((field, author, prompt_id, prompt_sha256))]
+
+
 def to_batch(records: Iterable[Mapping[str, Any]]) -> pa.RecordBatch:
     """Records (dicts) to a validated RecordBatch with the record schema."""
     return pa.RecordBatch.from_pylist(list(records), schema=RECORD_SCHEMA)

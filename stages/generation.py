@@ -25,7 +25,7 @@ from medcurate.models.base import GenerationRequest, Sampling
 from medcurate.models.prompting import GenerationPrompt, load_generation_prompt, record_variables
 from medcurate.models.registry import load_generator
 from medcurate.models.structured import RAW_LIMIT, Outcome, generate_structured
-from medcurate.schemas.record import to_batch
+from medcurate.schemas.record import note_author, to_batch
 from medcurate.stages.base import Quarantine, StageContext, StageResult, mark_excluded
 from medcurate.stages.model_stage import ModelStage
 
@@ -79,17 +79,8 @@ class GenerationStage(ModelStage):
 
     def note_author(self, record: dict[str, Any], field: str) -> None:
         """Say in ``text.authors`` that this model, asked with this prompt, wrote ``field``."""
-        text = record["text"] = dict(record.get("text") or {})
-        authors = [a for a in text.get("authors") or [] if a["field"] != field]
-        authors.append(
-            {
-                "field": field,
-                "author": self.author(),
-                "prompt_id": self.prompt.ref,
-                "prompt_sha256": self.prompt.sha256,
-            }
-        )
-        text["authors"] = authors
+        record["text"] = dict(record.get("text") or {})
+        note_author(record["text"], field, self.author(), self.prompt.ref, self.prompt.sha256)
 
     def process(self, batch: pa.RecordBatch, ctx: StageContext) -> StageResult:
         records = batch.to_pylist()

@@ -13,7 +13,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from medcurate.prompts import Prompt, load_prompt
-from medcurate.stages.base import Filter, Quarantine, RecordStage, StageContext
+from medcurate.schemas.record import note_author
+from medcurate.stages.base import Quarantine, RecordStage, StageContext
 
 LABEL_VALUES = ("positive", "negative", "uncertain")
 DEFAULT_TEMPLATE = "labels.generic"
@@ -128,7 +129,7 @@ class LabelTextStage(RecordStage):
     """
 
     name: ClassVar[str] = "label_text"
-    version: ClassVar[str] = "2"  # 2: captioned records without labels pass unchanged
+    version: ClassVar[str] = "3"  # 2: captioned records without labels pass; 3: so do uncaptioned ones
 
     def template_for(self, dataset: str | None) -> LabelTemplate:
         by_dataset = self.params.get("templates") or {}
@@ -142,22 +143,19 @@ class LabelTextStage(RecordStage):
         template = self.template_for((record.get("source") or {}).get("dataset"))
         prompt = template.prompt
         text = template.render(record.get("medical") or {})
-        if text is None and (record.get("text") or {}).get("final_caption"):
-            # A document figure brings its own caption and has no labels: nothing to render.
-            return record, {"skipped": "no labels; the record has a caption"}
         if text is None:
-            raise Filter(
-                "no_label_text",
-                "record has neither labels nor a class name",
-                prompt_id=prompt.ref,
-                prompt_sha256=prompt.sha256,
-            )
+            # A document figure brings its own caption; a scan without labels or report may still get a
+            # model caption. Records left without any caption are filtered by caption_policy.
+            has_caption = bool((record.get("text") or {}).get("final_caption"))
+            return record, {"skipped": "no labels" + ("; the record has a caption" if has_caption else "")}
         fields = record["text"] = dict(record.get("text") or {})
         fields["label_text"] = text
+        note_author(fields, "label_text", f"template:{prompt.ref}", prompt.ref, prompt.sha256)
         wrote_caption = not (fields.get("final_caption") or "").strip()
         if wrote_caption:
             fields["final_caption"] = text
             fields["final_caption_author"] = f"template:{prompt.ref}"
+            note_author(fields, "final_caption", f"template:{prompt.ref}", prompt.ref, prompt.sha256)
         details = {"prompt_id": prompt.ref, "prompt_sha256": prompt.sha256, "final_caption": wrote_caption}
         return record, details
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from medcurate.prompts import load_prompt
-from medcurate.schemas.record import FILTERED, QUARANTINED, new_record, to_batch
+from medcurate.schemas.record import QUARANTINED, new_record, to_batch
 from medcurate.stages.base import StageContext, run_map_stage
 from medcurate.stages.label_text import LabelTextStage
 
@@ -155,12 +155,10 @@ def test_generic_template_phrases(medical, expected):
     assert kept["text"]["label_text"] == expected
 
 
-def test_no_labels_is_filtered():
-    kept, (excluded,) = run(CHEST, record(modality="XR"))
-    assert kept == []
-    assert excluded["status"] == FILTERED
-    assert excluded["status_reason"].startswith("no_label_text: ")
-    assert excluded["lineage"][-1]["prompt_id"] == "labels.chest_xray@1"
+def test_no_labels_passes_unchanged_for_a_caption_stage_to_fill():
+    (kept,), excluded = run(CHEST, record(modality="XR"))
+    assert excluded == [] and not kept["text"].get("final_caption")
+    assert "no labels" in kept["lineage"][-1]["details"]
 
 
 def test_invalid_label_value_is_quarantined():
@@ -177,8 +175,8 @@ def test_mixed_batch_keeps_every_record():
         record("c", dataset="derm"),
     ]
     kept, excluded = run(stage, *records)
-    assert [r["sample_id"] for r in kept] == ["a", "b"]
-    assert [r["sample_id"] for r in excluded] == ["c"]
+    assert [r["sample_id"] for r in kept] == ["a", "b", "c"] and excluded == []
+    assert kept[2]["text"].get("label_text") is None
     assert kept[0]["text"]["final_caption_author"] == "template:labels.chest_xray@1"
     assert kept[1]["text"]["final_caption_author"] == "template:labels.generic@1"
 

@@ -23,7 +23,7 @@ import numpy as np
 import pydicom
 
 from medcurate.hashing import canonical_json, pseudonym, sha256_bytes, sha256_json
-from medcurate.schemas.record import ACTIVE, QUARANTINED, new_record
+from medcurate.schemas.record import ACTIVE, QUARANTINED, new_record, text_authors
 from medcurate.sources.base import INGEST_DETAILS, InputItem, Source
 from medcurate.sources.clinical import pseudonymous_uri, require_key
 from medcurate.sources.dicom import deid as deid_mod
@@ -458,6 +458,10 @@ class DicomSource(Source):
                 "source_caption": text["caption"],
                 "final_caption": text["caption"],
                 "final_caption_author": f"report:{text['method']}" if text["caption"] else None,
+                "authors": text_authors(
+                    ("source_caption", f"report:{text['method']}" if text["caption"] else None),
+                    ("final_caption", f"report:{text['method']}" if text["caption"] else None),
+                ),
             }
             if text
             else {},

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from medcurate.hashing import pseudonym, sha256_json, sha256_stream
-from medcurate.schemas.record import ACTIVE, new_record
+from medcurate.schemas.record import ACTIVE, new_record, text_authors
 from medcurate.sources.base import INGEST_DETAILS, InputItem, Source
 from medcurate.sources.clinical import pseudonymous_uri, require_key
 from medcurate.sources.dicom.files import walk
@@ -255,6 +255,18 @@ class NiftiSource(Source):
                     "source_caption": caption,
                     "final_caption": caption,
                     "final_caption_author": f"template:{whole.template_ref}" if caption and whole else None,
+                    "authors": text_authors(
+                        *(
+                            (
+                                name,
+                                f"template:{whole.template_ref}",
+                                whole.template_ref,
+                                whole.template_sha256,
+                            )
+                            for name in ("source_caption", "final_caption")
+                            if caption and whole
+                        )
+                    ),
                 },
                 scan={
                     "series_pseudonym": series,

@@ -19,7 +19,7 @@ from typing import Any
 import pyarrow.fs as pafs
 
 from medcurate.hashing import sha256_bytes, sha256_json, sha256_stream
-from medcurate.schemas.record import FILTERED, QUARANTINED, new_record
+from medcurate.schemas.record import FILTERED, QUARANTINED, new_record, text_authors
 from medcurate.sources.base import INGEST_DETAILS, InputItem, Source
 from medcurate.sources.pmc.archive import XML_EXTENSIONS, ArchiveError, Limits, read_package
 from medcurate.sources.pmc.graphics import Rendition, figure_renditions, group_by_stem
@@ -252,6 +252,11 @@ class PmcSource(Source):
             "citing_context": "\n".join(c.text for c in figure.citing) or None,
             "final_caption": figure.caption or None,
             "final_caption_author": "author" if figure.caption else None,
+            "authors": text_authors(
+                ("source_caption", "author" if figure.caption else None),
+                ("citing_context", "author" if figure.citing else None),
+                ("final_caption", "author" if figure.caption else None),
+            ),
         }
         source = {
             "kind": self.kind,
