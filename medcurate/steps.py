@@ -270,6 +270,8 @@ def apply_dataset_stage(
     else:
         mapper = stage
     outputs = apply_map_stage(lake, engine, mapper, "dataset", parts, run_id)
+    if mapper.derives_records:
+        _count_derived(lake, stage.name, outputs, ledger)
     for rel in outputs:
         name = rel.rsplit("/", 1)[1]
         excluded_rel = f"runs/{run_id}/excluded/{stage.name}/dataset/{name}"
@@ -279,6 +281,16 @@ def apply_dataset_stage(
             ).to_pylist():
                 ledger.source(row["source"]["dataset"]).count(row["status"], row["status_reason"])
     return [PartRef(rel) for rel in outputs]
+
+
+def _count_derived(lake: Lake, stage_name: str, outputs: list[str], ledger: Ledger) -> None:
+    """Add the samples this stage made from others to their source's ``derived`` count."""
+    for rel in outputs:
+        table = lake.read_parquet(rel, columns=["source", "lineage"])
+        for row in table.to_pylist():
+            last = row["lineage"][-1] if row["lineage"] else {}
+            if last.get("stage") == stage_name and last.get("decision") == "derived":
+                ledger.source(row["source"]["dataset"]).derived += 1
 
 
 def iter_sorted_records(lake: Lake, parts: list[PartRef], batch_rows: int = 256) -> Iterator[dict[str, Any]]:

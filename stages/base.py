@@ -102,6 +102,9 @@ class Stage(ABC):
 class MapStage(Stage):
     """A batch-local stage: ``process(batch) -> (kept, excluded)``."""
 
+    #: A stage that may add samples made from others (their last lineage event says ``derived``).
+    derives_records: ClassVar[bool] = False
+
     @abstractmethod
     def process(self, batch: pa.RecordBatch, ctx: StageContext) -> StageResult: ...
 
@@ -164,11 +167,19 @@ def run_map_stage(stage: MapStage, batch: pa.RecordBatch, ctx: StageContext) -> 
     result = stage.process(batch, ctx)
     validate_batch(result.kept, f"{where} output (kept)")
     validate_batch(result.excluded, f"{where} output (excluded)")
-    if result.kept.num_rows + result.excluded.num_rows != batch.num_rows:
+    out_rows = result.kept.num_rows + result.excluded.num_rows
+    if out_rows != batch.num_rows and not stage.derives_records:
         raise SchemaMismatch(
             f"{where} lost records: {batch.num_rows} in, "
             f"{result.kept.num_rows} kept + {result.excluded.num_rows} excluded out"
         )
+    if stage.derives_records:
+        ids_in = batch.column("sample_id").to_pylist()
+        ids_out = (
+            result.kept.column("sample_id").to_pylist() + result.excluded.column("sample_id").to_pylist()
+        )
+        if len(set(ids_out)) != len(ids_out) or set(ids_in) - set(ids_out):
+            raise SchemaMismatch(f"{where} lost or duplicated records while deriving new ones")
     if set(result.kept.column("status").to_pylist()) - {ACTIVE}:
         raise SchemaMismatch(f"{where} kept a record whose status is not active")
     if set(result.excluded.column("status").to_pylist()) - {FILTERED, QUARANTINED}:

@@ -1,7 +1,8 @@
 """The per-run ledger: every candidate sample is released, filtered or quarantined, with reasons.
 
-The ledger must balance (candidates = released + filtered + quarantined, per source); a run whose
-ledger does not balance has lost records, and ``Ledger.check`` says so loudly.
+The ledger must balance (candidates + derived = released + filtered + quarantined, per source, where
+``derived`` counts samples a stage made from another, e.g. a model caption kept as its own sample); a
+run whose ledger does not balance has lost records, and ``Ledger.check`` says so loudly.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ class SourceLedger:
     inputs: int = 0
     new_inputs: int = 0
     candidates: int = 0
+    derived: int = 0
     released: int = 0
     filtered: Counter = field(default_factory=Counter)
     quarantined: Counter = field(default_factory=Counter)
@@ -39,13 +41,15 @@ class SourceLedger:
 
     @property
     def balanced(self) -> bool:
-        return self.candidates == self.released + sum(self.filtered.values()) + sum(self.quarantined.values())
+        out = self.released + sum(self.filtered.values()) + sum(self.quarantined.values())
+        return self.candidates + self.derived == out
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "inputs": self.inputs,
             "new_inputs": self.new_inputs,
             "candidates": self.candidates,
+            "derived": self.derived,
             "released": self.released,
             "filtered": dict(sorted(self.filtered.items())),
             "quarantined": dict(sorted(self.quarantined.items())),
@@ -72,6 +76,7 @@ class Ledger:
             total.inputs += src.inputs
             total.new_inputs += src.new_inputs
             total.candidates += src.candidates
+            total.derived += src.derived
             total.released += src.released
             total.filtered.update(src.filtered)
             total.quarantined.update(src.quarantined)
