@@ -35,7 +35,7 @@ from medcurate.release.catalog import (
 )
 from medcurate.release.changes import CurrentFacts, compute_changes
 from medcurate.release.shards import member_offsets, write_shards
-from medcurate.schemas.record import LABEL, SCHEMA_VERSION, lineage_event
+from medcurate.schemas.record import LABEL, SCHEMA_VERSION, SCORE, lineage_event
 
 MEMBER = pa.struct(
     [("ext", pa.string()), ("offset", pa.int64()), ("data_offset", pa.int64()), ("size", pa.int64())]
@@ -59,6 +59,9 @@ MANIFEST_SCHEMA = pa.schema(
         ("split", pa.string()),
         ("final_caption", pa.string()),
         ("final_caption_author", pa.string()),
+        ("scores", pa.list_(SCORE)),  # judge, CLIP and rule scores, each naming its model (filter on these)
+        ("language", pa.string()),
+        ("quality_flags", pa.list_(pa.string())),
         ("image_format", pa.string()),
         ("width", pa.int32()),
         ("height", pa.int32()),
@@ -111,6 +114,9 @@ def _manifest_row(record: dict[str, Any]) -> dict[str, Any]:
         "split": record["split"],
         "final_caption": text["final_caption"],
         "final_caption_author": text["final_caption_author"],
+        "scores": record.get("scores") or [],
+        "language": (record.get("quality") or {}).get("language"),
+        "quality_flags": (record.get("quality") or {}).get("flags") or [],
         "image_format": image["format"],
         "width": image["width"],
         "height": image["height"],

@@ -27,6 +27,35 @@ def _changes(info: dict[str, Any]) -> str:
     )
 
 
+def _author_kind(author: str | None) -> str:
+    """``model:qwen@ab12`` -> ``model``; ``template:labels.generic@1`` -> ``template``."""
+    return (author or "none").split(":", 1)[0]
+
+
+def _models(info: dict[str, Any]) -> str:
+    models = (info.get("config") or {}).get("models") or {}
+    if not models:
+        return "### Models\n\nnone attached (model stages were skipped)\n"
+    lines = ["### Models\n", "| role | model | revision | backend |", "|---|---|---|---|"]
+    for role, model in sorted(models.items()):
+        lines.append(f"| {role} | {model['name']} | `{model['revision'][:16]}` | {model['backend']} |")
+    return "\n".join(lines) + "\n"
+
+
+def _scores(rows: list[dict[str, Any]]) -> str:
+    values: dict[str, list[float]] = {}
+    for row in rows:
+        for score in row["scores"] or []:
+            values.setdefault(score["name"], []).append(score["value"])
+    if not values:
+        return "### Scores\n\nnone\n"
+    lines = ["### Scores\n", "| score | samples | min | mean | max |", "|---|--:|--:|--:|--:|"]
+    for name, found in sorted(values.items()):
+        mean = sum(found) / len(found)
+        lines.append(f"| {name} | {len(found)} | {min(found):.3g} | {mean:.3g} | {max(found):.3g} |")
+    return "\n".join(lines) + "\n"
+
+
 def render_card(info: dict[str, Any], manifest: pa.Table, ledger: dict[str, Any]) -> str:
     rows = manifest.to_pylist()
     labels: Counter = Counter()
@@ -48,6 +77,13 @@ def render_card(info: dict[str, Any], manifest: pa.Table, ledger: dict[str, Any]
         _table(
             "By figure kind (literature figures)", Counter(r["figure_kind"] for r in rows if r["figure_kind"])
         ),
+        "## Captions and scores\n",
+        _table(
+            "Final caption written by", Counter(_author_kind(row["final_caption_author"]) for row in rows)
+        ),
+        _models(info),
+        _scores(rows),
+        _table("By caption language", Counter(row["language"] or "unknown" for row in rows)),
         "## Who and what is in it (fairness audit)\n",
         _table("By sex", Counter(row["sex"] or "unknown" for row in rows)),
         _table("By age band", Counter(row["age_band"] or "unknown" for row in rows)),
@@ -62,7 +98,13 @@ def render_card(info: dict[str, Any], manifest: pa.Table, ledger: dict[str, Any]
     ]
     for name, source in ledger.get("sources", {}).items():
         sections.append(
-            f"- **{name}**: {source['candidates']} candidates, {source['released']} released, "
+            f"- **{name}**: {source['candidates']} candidates"
+            + (
+                f" + {source['derived']} derived (model captions as their own samples)"
+                if source.get("derived")
+                else ""
+            )
+            + f", {source['released']} released, "
             f"filtered {source['filtered'] or '{}'}, quarantined {source['quarantined'] or '{}'}\n"
         )
     return "\n".join(sections)
