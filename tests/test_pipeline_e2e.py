@@ -16,7 +16,20 @@ from medcurate.release.catalog import list_releases, verify_release
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
-STAGES = {"normalize", "label_text", "figure_kind", "allow", "split", "exact_dedup", "shard"}
+# Without models the model stages are skipped; the rest run on every sample.
+STAGES = {
+    "normalize",
+    "label_text",
+    "figure_kind",
+    "allow",
+    "split",
+    "exact_dedup",
+    "caption_policy",
+    "quality_signals",
+    "caption_repeats",
+    "quality_filter",
+    "shard",
+}
 
 
 @pytest.fixture(scope="module")
