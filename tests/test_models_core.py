@@ -129,7 +129,7 @@ def test_shipped_generation_prompts_load_with_valid_schemas():
     assert {"caption.context", "caption.panels", "caption.paraphrase", "judge.pair"} <= set(refs)
     for ref in refs:
         prompt = load_generation_prompt(ref)
-        assert prompt.schema["type"] == "object" and prompt.sampling.max_tokens > 0
+        assert (prompt.schema is None or prompt.schema["type"] == "object") and prompt.sampling.max_tokens > 0
 
 
 def test_caption_prompt_is_diagnosis_guided_only_with_labels():
