@@ -124,6 +124,34 @@ def tiny_model(
     typer.echo(f"{path}\nuse it with: medcurate run PIPELINE --model {role}={path}")
 
 
+@app.command("serve-model")
+def serve_model(
+    path: Annotated[Path, typer.Argument(help="Local model folder")],
+    backend: Annotated[str, typer.Option(help="transformers (CPU/GPU) or vllm")] = "transformers",
+    host: Annotated[str, typer.Option(help="Bind address (loopback unless you mean it)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option()] = 8000,
+    name: Annotated[str | None, typer.Option(help="Served model name (default: the folder name)")] = None,
+    option: Annotated[list[str], typer.Option("--option", help="Backend option KEY=VALUE (YAML value)")] = [],  # noqa: B006
+) -> None:
+    """Serve a local model over the OpenAI-compatible API `vllm serve` speaks (for machines without vLLM)."""
+    import yaml
+
+    from medcurate.models.server import serve
+    from medcurate.models.spec import ModelError, resolve_model
+
+    options = {}
+    for item in option:
+        key, sep, value = item.partition("=")
+        if not sep:
+            _fail(f"--option expects KEY=VALUE, got {item!r}")
+        options[key] = yaml.safe_load(value)
+    try:
+        spec = resolve_model("caption", str(path), backend, options=options)
+    except ModelError as exc:
+        _fail(str(exc))
+    serve(spec, host, port, name)
+
+
 @app.command()
 def releases(lake: LakeOption = None, as_json: JsonOption = False) -> None:
     """List releases with name, version, path, sample count and content hash."""

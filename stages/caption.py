@@ -23,7 +23,7 @@ class CaptionStage(GenerationStage):
     default_prompt = "caption.context"
 
     def absorb(self, record: dict[str, Any], output: Any) -> dict[str, Any]:
-        caption = output if isinstance(output, str) else output["caption"]  # free-text prompts answer a string
+        caption = output if isinstance(output, str) else output["caption"]  # free-text prompts: a string
         record["text"] = {**(record.get("text") or {}), "generated_caption": caption.strip()}
         self.note_author(record, "generated_caption")
         return {"caption_chars": len(record["text"]["generated_caption"])}

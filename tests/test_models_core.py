@@ -148,7 +148,8 @@ def test_caption_prompt_is_diagnosis_guided_only_with_labels():
 def test_prompt_with_an_undeclared_variable_fails_at_load(tmp_path):
     (tmp_path / "t").mkdir()
     (tmp_path / "t" / "p.v1.yaml").write_text(
-        "id: t.p\nversion: 1\nkind: generation\ndescription: d\nvariables: [modality]\nuser: '{{ modalty }}'\n"
+        "id: t.p\nversion: 1\nkind: generation\ndescription: d\n"
+        "variables: [modality]\nuser: '{{ modalty }}'\n"
     )
     with pytest.raises(ValueError, match="modalty"):
         GenerationPrompt(load_prompt("t.p", tmp_path))
