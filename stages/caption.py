@@ -23,7 +23,9 @@ class CaptionStage(GenerationStage):
     default_prompt = "caption.context"
 
     def absorb(self, record: dict[str, Any], output: Any) -> dict[str, Any]:
-        caption = output if isinstance(output, str) else output["caption"]  # free-text prompts: a string
-        record["text"] = {**(record.get("text") or {}), "generated_caption": caption.strip()}
+        caption = (output if isinstance(output, str) else output["caption"]).strip()  # free text: a string
+        if not caption:  # valid JSON around nothing: no caption, and caption_policy keeps the author's
+            return {"empty_answer": True}
+        record["text"] = {**(record.get("text") or {}), "generated_caption": caption}
         self.note_author(record, "generated_caption")
-        return {"caption_chars": len(record["text"]["generated_caption"])}
+        return {"caption_chars": len(caption)}

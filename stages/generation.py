@@ -87,7 +87,7 @@ class GenerationStage(ModelStage):
         wanted = [(i, self.request(r)) for i, r in enumerate(records) if self.applies(r)]
         keys = [self.cache_key(records[i], request) for i, request in wanted]
         cache = self.cache(ctx, self.name)
-        cached = cache.get_many(keys) if cache else {}
+        cached = cache.get_many(keys) if cache is not None else {}
         todo = [(key, request) for key, (_, request) in zip(keys, wanted, strict=True) if key not in cached]
         fresh = self._generate(todo, ctx, cache) if todo else {}
         answers = {**cached, **fresh}
@@ -135,7 +135,7 @@ class GenerationStage(ModelStage):
                 _cache_row(key, outcome, ctx.run_id)
                 for (key, _), outcome in zip(chunk, outcomes, strict=True)
             ]
-            if cache:
+            if cache is not None:
                 cache.put(rows)
             fresh.update((row["key"], row) for row in rows)
         return fresh

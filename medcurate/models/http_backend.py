@@ -64,8 +64,8 @@ def image_data_url(image: bytes) -> str:
     return f"data:{mime or 'application/octet-stream'};base64,{base64.b64encode(image).decode()}"
 
 
-def chat_body(request: GenerationRequest, sampling: Sampling, model: str) -> dict[str, Any]:
-    """The ``/chat/completions`` body vLLM 0.33 honours: ``response_format`` (``guided_json`` is ignored)."""
+def chat_messages(request: GenerationRequest) -> list[dict[str, Any]]:
+    """OpenAI-style messages for one request: what the servers and vLLM's ``LLM.chat`` both take."""
     messages: list[dict[str, Any]] = []
     if request.system:
         messages.append({"role": "system", "content": request.system})
@@ -74,9 +74,14 @@ def chat_body(request: GenerationRequest, sampling: Sampling, model: str) -> dic
         image_part = {"type": "image_url", "image_url": {"url": image_data_url(request.image)}}
         content = [image_part, {"type": "text", "text": request.prompt}]
     messages.append({"role": "user", "content": content})
+    return messages
+
+
+def chat_body(request: GenerationRequest, sampling: Sampling, model: str) -> dict[str, Any]:
+    """The ``/chat/completions`` body vLLM 0.33 honours: ``response_format`` (``guided_json`` is ignored)."""
     body: dict[str, Any] = {
         "model": model,
-        "messages": messages,
+        "messages": chat_messages(request),
         "max_tokens": sampling.max_tokens,
         "temperature": sampling.temperature,
         "top_p": sampling.top_p,

@@ -13,27 +13,12 @@ installed.
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Sequence
 from typing import Any
 
 from medcurate.models.base import Generation, GenerationRequest, Generator, OutOfMemory, Sampling
+from medcurate.models.http_backend import chat_messages
 from medcurate.models.spec import ModelSpec
-
-
-def _image_url(image: bytes) -> str:
-    kind = "png" if image.startswith(b"\x89PNG") else "jpeg"
-    return f"data:image/{kind};base64,{base64.b64encode(image).decode('ascii')}"
-
-
-def chat_messages(request: GenerationRequest) -> list[dict[str, Any]]:
-    """OpenAI-style messages for one request (shared with the HTTP backend's wire format)."""
-    content: list[dict[str, Any]] = []
-    if request.image is not None:
-        content.append({"type": "image_url", "image_url": {"url": _image_url(request.image)}})
-    content.append({"type": "text", "text": request.prompt})
-    messages = [{"role": "system", "content": request.system}] if request.system else []
-    return [*messages, {"role": "user", "content": content}]
 
 
 class VllmGenerator(Generator):
