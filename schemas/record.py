@@ -373,6 +373,19 @@ def note_author(
     text["authors"] = [*kept, *text_authors((field, author, prompt_id, prompt_sha256))]
 
 
+def set_score(record: dict[str, Any], name: str, value: float, model: str | None = None) -> None:
+    """Write score ``name`` (replacing an earlier one, so stages stay idempotent); scores sorted by name."""
+    scores = [s for s in record.get("scores") or [] if s["name"] != name]
+    scores.append({"name": name, "value": float(value), "model": model})
+    record["scores"] = sorted(scores, key=lambda s: s["name"])
+
+
+def get_score(record: Mapping[str, Any], name: str) -> float | None:
+    """The value of score ``name``, or None when no stage wrote it."""
+    values = [s["value"] for s in record.get("scores") or [] if s["name"] == name]
+    return values[-1] if values else None
+
+
 def to_batch(records: Iterable[Mapping[str, Any]]) -> pa.RecordBatch:
     """Records (dicts) to a validated RecordBatch with the record schema."""
     return pa.RecordBatch.from_pylist(list(records), schema=RECORD_SCHEMA)

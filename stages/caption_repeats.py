@@ -15,8 +15,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from medcurate.schemas.record import set_score
 from medcurate.stages.base import GlobalStage, RecordStage, StageContext
-from medcurate.stages.quality_signals import set_score
 
 SCORE = "caption.repeats"
 _PUNCTUATION = re.compile(r"[^\w\s]|_")

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from medcurate.schemas.record import set_score
 from medcurate.stages.generation import GenerationStage
 
 RUBRIC = {
@@ -18,13 +19,6 @@ RUBRIC = {
     "judge.relevance": "medical_relevance",
     "judge.specificity": "specificity",
 }
-
-
-def set_score(record: dict[str, Any], name: str, value: float, model: str | None) -> None:
-    """Replace (or add) one named score, so re-running a stage never duplicates it."""
-    scores = [s for s in record.get("scores") or [] if s["name"] != name]
-    scores.append({"name": name, "value": float(value), "model": model})
-    record["scores"] = sorted(scores, key=lambda s: s["name"])
 
 
 @dataclass

@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from medcurate.schemas.record import get_score
 from medcurate.stages.base import Filter, RecordStage, StageContext
-from medcurate.stages.quality_signals import get_score
 
 PARAMS = ("min", "max", "languages", "allow_unknown_language", "require_medical", "drop_flags")
 

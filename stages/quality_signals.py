@@ -17,23 +17,11 @@ import pyarrow as pa
 
 from medcurate.hashing import canonical_json, sha256_bytes, sha256_text
 from medcurate.models.registry import load_embedder
-from medcurate.schemas.record import to_batch
+from medcurate.schemas.record import set_score, to_batch
 from medcurate.stages.base import StageContext, StageResult
 from medcurate.stages.model_stage import ModelStage
 
 CLIP_TASK = "clip_similarity"
-
-
-def set_score(record: dict[str, Any], name: str, value: float, model: str | None = None) -> None:
-    """Write score ``name``, replacing any earlier value of that name (stages stay idempotent)."""
-    scores = [s for s in record.get("scores") or [] if s["name"] != name]
-    record["scores"] = [*scores, {"name": name, "value": float(value), "model": model}]
-
-
-def get_score(record: dict[str, Any], name: str) -> float | None:
-    """The latest value of score ``name``, or None when no stage wrote it."""
-    values = [s["value"] for s in record.get("scores") or [] if s["name"] == name]
-    return values[-1] if values else None
 
 
 @lru_cache(maxsize=1)
@@ -146,4 +134,4 @@ class QualitySignalsStage(ModelStage):
         return out
 
 
-__all__ = ["QualitySignalsStage", "get_score", "language_of", "rule_signals", "set_score"]
+__all__ = ["QualitySignalsStage", "language_of", "rule_signals"]
