@@ -189,7 +189,7 @@ def test_http_backend_through_the_flow_against_a_served_tiny_model(tiny_models, 
         cfg = load_pipeline(
             REPO / "pipelines" / "labeled.yaml",
             [
-                "stages.caption={}",
+                *RELAXED,
                 "stages.caption_policy={prefer: model}",
                 f"models.caption={{endpoint: '{endpoint}', options: {{concurrency: 4}}}}",
             ],
