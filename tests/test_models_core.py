@@ -153,3 +153,27 @@ def test_prompt_with_an_undeclared_variable_fails_at_load(tmp_path):
     )
     with pytest.raises(ValueError, match="modalty"):
         GenerationPrompt(load_prompt("t.p", tmp_path))
+
+
+def _longest_json(schema: dict) -> int:
+    """Characters of the longest compact JSON a schema allows (strings unescaped)."""
+    if "enum" in schema:
+        return max(len(json.dumps(v)) for v in schema["enum"])
+    kind = schema["type"]
+    if kind == "string":
+        return schema["maxLength"] + 2
+    if kind == "boolean":
+        return 5
+    if kind == "array":
+        return 2 + schema["maxItems"] * (_longest_json(schema["items"]) + 1)
+    if kind == "object":
+        fields = [len(key) + 3 + _longest_json(value) for key, value in schema["properties"].items()]
+        return 2 + sum(fields) + len(fields)
+    raise AssertionError(f"unbounded schema type {kind}")
+
+
+@pytest.mark.parametrize("ref", ["caption.context", "caption.panels", "caption.paraphrase", "judge.pair"])
+def test_the_token_budget_covers_the_longest_answer_the_schema_allows(ref):
+    """Constrained decoding of any model, random weights included, can always close its JSON."""
+    prompt = load_generation_prompt(ref)
+    assert _longest_json(prompt.schema) <= prompt.sampling.max_tokens
