@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo demo-models test lint bench clean
 
 # torch==2.13.0 first: it is the CPU build on this platform's disk; a bare `torch` would fetch a CUDA build.
 $(STAMP): pyproject.toml
@@ -18,6 +18,15 @@ demo: $(STAMP)
 	$(BIN)/medcurate sample-corpus demo-data/corpus
 	$(BIN)/medcurate run pipelines/demo.yaml --lake demo-data/lake
 	$(BIN)/medcurate releases --lake demo-data/lake
+
+# The demo with every model stage running on tiny random-weight models written here (their text is noise).
+demo-models: $(STAMP)
+	$(BIN)/medcurate sample-corpus demo-data/corpus
+	$(BIN)/medcurate tiny-model demo-data/models/tiny-vlm
+	$(BIN)/medcurate tiny-model demo-data/models/tiny-clip --kind clip
+	OMP_NUM_THREADS=1 $(BIN)/medcurate run pipelines/demo.yaml --lake demo-data/lake-models \
+	    --model caption=demo-data/models/tiny-vlm --model judge=demo-data/models/tiny-vlm \
+	    --model embed=demo-data/models/tiny-clip
 
 test: $(STAMP)
 	$(BIN)/ruff check .

@@ -27,6 +27,10 @@ LakeOption = Annotated[
     str | None, typer.Option("--lake", help="Lake root URI (default: MEDCURATE_LAKE or ./lake)")
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output")]
+ModelOption = Annotated[
+    list[str],
+    typer.Option("--model", help="Attach a model to a role: ROLE=PATH[@backend] (caption|judge|embed)"),
+]
 
 
 def _lake(uri: str | None, configured: str | None = None):
@@ -228,13 +232,14 @@ def schedule(
     cron: Annotated[str, typer.Option(help="Cron schedule, e.g. '0 2 * * *'")] = "0 2 * * *",
     lake: LakeOption = None,
     set_: Annotated[list[str], typer.Option("--set")] = [],  # noqa: B006
+    model: ModelOption = [],  # noqa: B006
 ) -> None:
     """Serve the pipeline on a cron schedule through Prefect (runs until stopped)."""
     from prefect import serve
 
     from medcurate.pipelines.schedule import deployment_for
 
-    cfg = _load(pipeline, set_, [])
+    cfg = _load(pipeline, set_, [], model)
     serve(deployment_for(cfg, cron, lake))
 
 
