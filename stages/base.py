@@ -104,6 +104,8 @@ class MapStage(Stage):
 
     #: A stage that may add samples made from others (their last lineage event says ``derived``).
     derives_records: ClassVar[bool] = False
+    #: Engines hand the stage a whole partition in one batch (model stages: the model batches it).
+    whole_partition: ClassVar[bool] = False
 
     @abstractmethod
     def process(self, batch: pa.RecordBatch, ctx: StageContext) -> StageResult: ...

@@ -35,6 +35,7 @@ class GenerationStage(ModelStage):
     """Subclasses set ``default_prompt`` and implement ``applies`` and ``absorb``."""
 
     default_prompt: ClassVar[str]
+    whole_partition: ClassVar[bool] = True
 
     @property
     def prompt(self) -> GenerationPrompt:

@@ -111,3 +111,30 @@ def test_gpu_stages_ask_spark_for_a_gpu_and_http_ones_do_not():
     assert profile.taskResources["gpu"].amount == 1.0
     stage.model = ModelSpec("caption", "/m", "http", "r", endpoint="http://gpu-01:8000/v1")
     assert engine.resource_profile(stage) is None
+
+
+def test_engines_hand_a_model_stage_whole_partitions(backend, tmp_path):
+    """Engine batches of 2 rows, yet the model sees batches of its own size over the whole part."""
+    import pyarrow as pa
+
+    from medcurate.engines import PartRef
+    from medcurate.engines.inprocess import InProcessEngine
+    from medcurate.lake import Lake
+    from medcurate.schemas.record import RECORD_SCHEMA
+
+    class Counting(Scripted):
+        batch_size = 4
+
+        def generate(self, requests, sampling):
+            self.sizes = [*getattr(self, "sizes", []), len(requests)]
+            return super().generate(requests, sampling)
+
+    generator = backend(Counting(lambda prompt: json.dumps({"caption": "c"})))
+    lake = Lake(str(tmp_path / "lake"))
+    lake.write_parquet("runs/r/part.parquet", pa.Table.from_pylist(_records(5), RECORD_SCHEMA))
+    stage = make_stage("caption", {})
+    stage.model = SPEC
+    table = InProcessEngine(lake, batch_size=2).map_part(
+        stage, PartRef("runs/r/part.parquet"), StageContext("r")
+    )
+    assert table.num_rows == 5 and generator.sizes == [4, 1]

@@ -47,13 +47,22 @@ class BatchMapper:
         self.sample_ids = sample_ids
 
     def __call__(self, batches):
+        batches = (restrict(batch.cast(RECORD_SCHEMA), self.sample_ids) for batch in batches)
+        if self.stage.whole_partition:  # one call per partition: a model engine batches it as it likes
+            batches = [_concat([batch for batch in batches if batch.num_rows])]
         for batch in batches:
-            batch = restrict(batch.cast(RECORD_SCHEMA), self.sample_ids)
             if batch.num_rows == 0:
                 continue
             result = run_map_stage(self.stage, batch, self.ctx)
             yield result.kept
             yield result.excluded
+
+
+def _concat(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
+    """One batch holding every row of ``batches`` (an empty batch when there are none)."""
+    if not batches:
+        return pa.RecordBatch.from_pylist([], schema=RECORD_SCHEMA)
+    return pa.Table.from_batches(batches, schema=RECORD_SCHEMA).combine_chunks().to_batches()[0]
 
 
 class Engine(ABC):

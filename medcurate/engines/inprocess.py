@@ -17,9 +17,10 @@ class InProcessEngine(Engine):
         mapper = BatchMapper(stage, ctx, None)
         batches = []
         with tqdm(total=table.num_rows, desc=stage.name, unit="rec", leave=False, disable=None) as bar:
-            for batch in table.to_batches(max_chunksize=self.batch_size):
-                batches.extend(mapper([batch]))
-                bar.update(batch.num_rows)
+            chunks = table.to_batches(max_chunksize=self.batch_size)
+            for group in [chunks] if stage.whole_partition else [[chunk] for chunk in chunks]:
+                batches.extend(mapper(group))
+                bar.update(sum(chunk.num_rows for chunk in group))
         return sort_records(pa.Table.from_batches(batches, schema=batches[0].schema) if batches else table)
 
     def fit_table(self, parts: list[PartRef], columns: list[str]) -> pa.Table:
