@@ -17,6 +17,7 @@ def _registry() -> dict[str, type[Stage]]:
     from medcurate.stages.figure_kind import FigureKindStage
     from medcurate.stages.judge import JudgeStage
     from medcurate.stages.label_text import LabelTextStage
+    from medcurate.stages.near_dedup import NearDedupStage
     from medcurate.stages.normalize import NormalizeStage
     from medcurate.stages.panel_rewrite import PanelRewriteStage
     from medcurate.stages.paraphrase import ParaphraseStage
@@ -31,6 +32,7 @@ def _registry() -> dict[str, type[Stage]]:
         AllowStage,
         SplitStage,
         ExactDedupStage,
+        NearDedupStage,
         CaptionStage,
         PanelRewriteStage,
         ParaphraseStage,

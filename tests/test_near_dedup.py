@@ -1,0 +1,129 @@
+"""Near-duplicate search equals brute force; the stage keeps exactly one copy by the keep policy."""
+
+from __future__ import annotations
+
+from io import BytesIO
+
+import imagehash
+import numpy as np
+import pyarrow as pa
+import pytest
+from PIL import Image, ImageDraw, ImageEnhance
+
+from medcurate.dedup import components, groups, near_duplicate_pairs
+from medcurate.schemas.record import new_record, set_score, to_batch
+from medcurate.stages import make_stage
+from medcurate.stages.base import StageContext, run_map_stage
+
+
+def brute_force(hashes: np.ndarray, radius: int) -> np.ndarray:
+    dist = np.bitwise_count(hashes[:, None] ^ hashes[None, :]).astype(np.int64)
+    i, j = np.nonzero(np.triu(dist <= radius, 1))
+    return np.column_stack([i, j, dist[i, j]])
+
+
+def planted(n: int, radius: int, seed: int) -> np.ndarray:
+    """Random hashes; a tenth are copies of others with 0..radius+1 flipped bits; a few clusters."""
+    rng = np.random.default_rng(seed)
+    hashes = rng.integers(0, 2**64 - 1, n, dtype=np.uint64, endpoint=True)
+    copies = rng.choice(n, size=(n // 10, 2), replace=False)
+    for dst, src in copies:
+        flips = rng.choice(64, size=rng.integers(0, radius + 2), replace=False)
+        hashes[dst] = hashes[src] ^ np.uint64(sum(1 << int(b) for b in flips))
+    hashes[:5] = hashes[5]  # identical values must still list all their pairs
+    return hashes
+
+
+@pytest.mark.parametrize("radius", [0, 1, 3, 6, 8])
+@pytest.mark.parametrize("flat_max", [10**6, 10])  # faiss flat path, banded path
+def test_pairs_equal_brute_force(radius: int, flat_max: int) -> None:
+    hashes = planted(1500, radius, seed=radius)
+    expected = brute_force(hashes, radius)
+    got = near_duplicate_pairs(hashes, radius, flat_max=flat_max)
+    assert len(expected) > 50
+    np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("bands", [4, 5, 9, 12])  # b = r + 1 (pigeonhole) up to the cost-chosen counts
+def test_any_band_count_is_exact(bands: int) -> None:
+    hashes = planted(800, 3, seed=bands)
+    got = near_duplicate_pairs(hashes, 3, flat_max=0, bands=bands)
+    np.testing.assert_array_equal(got, brute_force(hashes, 3))
+
+
+def test_groups_and_components() -> None:
+    labels = groups(6, np.array([[0, 1, 2], [1, 2, 5], [4, 5, 1]]))
+    assert labels[0] == labels[1] == labels[2] and labels[4] == labels[5]
+    assert len({labels[0], labels[3], labels[4]}) == 3
+    far = 0xF0F0_F0F0_0000_0000  # 16 bits from the first three
+    hashes = np.array([0, 0b1, 0b111, far, far, far | 0b11], dtype=np.uint64)
+    assert components(hashes, 2).tolist() == [0, 0, 0, 1, 1, 1]
+
+
+def base_image() -> Image.Image:
+    image = Image.new("L", (256, 256), 30)
+    draw = ImageDraw.Draw(image)
+    draw.ellipse((40, 50, 180, 210), fill=200)
+    draw.rectangle((150, 20, 240, 90), fill=120)
+    draw.line((0, 255, 255, 100), fill=255, width=9)
+    return image
+
+
+def reencoded(image: Image.Image) -> Image.Image:
+    buffer = BytesIO()
+    ImageEnhance.Brightness(image).enhance(1.1).save(buffer, "JPEG", quality=60)
+    return Image.open(BytesIO(buffer.getvalue()))
+
+
+def test_stage_keeps_preferred_copy() -> None:
+    base = base_image()
+    unrelated = Image.new("L", (256, 256), 0)
+    ImageDraw.Draw(unrelated).rectangle((0, 0, 127, 255), fill=255)
+    images = {
+        "a-base": (base, "cc-by-nc", 256),
+        "b-small": (base.resize((180, 180), Image.LANCZOS), "cc-by", 180),
+        "c-jpeg": (reencoded(base), "cc-by-nc-nd", 256),
+        "d-other": (unrelated, "cc-by-nc", 256),
+    }
+    records = []
+    for sample_id, (image, license_id, side) in images.items():
+        # The same call stages/normalize.py makes to fill image.phash.
+        phash = str(imagehash.phash(image))
+        record = new_record(
+            sample_id,
+            image={"phash": phash, "source_width": side, "source_height": side},
+            source={"license": license_id},
+        )
+        records.append(record)
+    set_score(records[2], "judge.quality", 0.2, "m")  # a score would win, so give c the worst one...
+    set_score(records[1], "judge.quality", 0.9, "m")  # ...and b the best: b wins on quality alone
+    batch = to_batch(records)
+    stage = make_stage("near_dedup", {})  # default radius 6
+    state = stage.fit(pa.Table.from_pylist([_fit_row(r) for r in records]))
+    result = run_map_stage(stage.bind(state), batch, StageContext(run_id="t"))
+    kept = {r["sample_id"]: r for r in result.kept.to_pylist()}
+    gone = {r["sample_id"]: r for r in result.excluded.to_pylist()}
+    assert set(kept) == {"b-small", "d-other"} and set(gone) == {"a-base", "c-jpeg"}
+    assert kept["b-small"]["dedup"]["near_group"] == "b-small" and not kept["d-other"]["dedup"]["near_group"]
+    for record in gone.values():
+        assert record["status_reason"].startswith("near_duplicate: ")
+        assert record["dedup"]["duplicate_of"] == "b-small" and record["dedup"]["method"] == "phash"
+        assert 0 <= record["dedup"]["distance"] <= 6
+
+    # Without scores, license decides (cc-by beats cc-by-nc); with license off, resolution does.
+    for keep, winner in ((["license"], "b-small"), (["resolution"], "a-base")):
+        plain = [{**row, "scores": []} for row in (_fit_row(r) for r in records)]
+        state = make_stage("near_dedup", {"keep": keep}).fit(pa.Table.from_pylist(plain))
+        assert {kept for _, kept, _ in state.values()} == {winner}
+
+
+def _fit_row(record: dict) -> dict:
+    """What an engine's fit_table returns for this record: sample_id plus the dotted fit columns."""
+    return {
+        "sample_id": record["sample_id"],
+        "image.phash": record["image"]["phash"],
+        "image.source_width": record["image"]["source_width"],
+        "image.source_height": record["image"]["source_height"],
+        "source.license": record["source"]["license"],
+        "scores": record["scores"],
+    }
