@@ -16,12 +16,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import time
 
 import numpy as np
-from harness import peak_rss_kib, print_markdown  # bench/harness.py
+from harness import peak_rss_kib, print_markdown, run_child  # bench/harness.py
 
 TARGET_S = 120.0
 
@@ -80,11 +78,8 @@ def run_variant(kind: str, n: int, radius: int, queries: int) -> dict:
 
 
 def spawn(kind: str, n: int, args: argparse.Namespace) -> dict:
-    command = [sys.executable, __file__, "--variant", kind, "--n", str(n), "--radius", str(args.radius)]
-    done = subprocess.run([*command, "--queries", str(args.queries)], capture_output=True, text=True)
-    if done.returncode != 0:
-        sys.exit(f"variant {kind} {n} failed ({done.returncode}):\n{done.stderr}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    command = [__file__, "--variant", kind, "--n", str(n), "--radius", str(args.radius)]
+    return run_child([*command, "--queries", str(args.queries)], f"{kind} {n}")
 
 
 def main() -> None:

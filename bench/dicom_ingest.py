@@ -39,7 +39,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from harness import peak_rss_kib, print_markdown, spawn, warm_page_cache  # bench/harness.py
+from harness import (  # bench/harness.py
+    add_child_arguments,
+    in_work_folder,
+    peak_rss_kib,
+    print_markdown,
+    run_variant,
+    spawn,
+    warm_page_cache,
+)
 
 TARGET_RATIO = 1.3
 SIDE = 512
@@ -287,19 +295,11 @@ def run_profile(root: Path, count: int) -> None:
     stats.sort_stats("tottime").print_stats(20)
 
 
-VARIANTS = {"baseline", "medcurate", "relist"}
-
-
-def child(args: argparse.Namespace) -> None:
-    """Run one variant in this (fresh) process and print its result as one JSON line."""
-    root, cache_file = Path(args.root), Path(args.cache)
-    if args.variant == "baseline":
-        result = run_baseline(root)
-    elif args.variant == "medcurate":
-        result = run_medcurate(root, cache_file)
-    else:
-        result = run_relist(root, cache_file)
-    print(json.dumps(result))
+RUNNERS = {
+    "baseline": lambda root, _cache: run_baseline(root),
+    "medcurate": run_medcurate,
+    "relist": run_relist,
+}
 
 
 def check(base: dict[str, Any], ours: dict[str, Any], again: dict[str, Any], files: int) -> int:
@@ -369,21 +369,16 @@ def main() -> None:
     parser.add_argument("--slices", type=int, default=64, help="slices per series")
     parser.add_argument("--keep", type=Path, help="folder to create or reuse the series in between runs")
     parser.add_argument("--profile", type=int, default=0, help="also cProfile list + read of N series")
-    parser.add_argument("--variant", choices=sorted(VARIANTS | {"profile"}), help=argparse.SUPPRESS)
-    parser.add_argument("--root", help=argparse.SUPPRESS)
-    parser.add_argument("--cache", help=argparse.SUPPRESS)
-    parser.add_argument("--count", type=int, default=1, help=argparse.SUPPRESS)
+    add_child_arguments(parser, RUNNERS, count=1)
     args = parser.parse_args()
     if args.variant == "profile":
         run_profile(Path(args.root), args.count)
     elif args.variant:
-        child(args)
-    elif args.keep:
-        args.keep.mkdir(parents=True, exist_ok=True)
-        measure(args.keep.resolve(), args.series, args.slices, args.profile)
+        run_variant(args, RUNNERS)
     else:
-        with tempfile.TemporaryDirectory() as tmp:
-            measure(Path(tmp) / "series", args.series, args.slices, args.profile)
+        in_work_folder(
+            args.keep, "series", lambda root: measure(root, args.series, args.slices, args.profile)
+        )
 
 
 if __name__ == "__main__":

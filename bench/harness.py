@@ -6,12 +6,18 @@ own, and prints its results as a Markdown table readable as plain text.
 
 from __future__ import annotations
 
+import argparse
 import json
 import resource
 import subprocess
 import sys
+import tempfile
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+
+#: One variant's run in its child process: (input root, cache file) -> result.
+Runner = Callable[[Path, Path], dict[str, Any]]
 
 
 def peak_rss_kib() -> int:
@@ -36,14 +42,40 @@ def warm_page_cache(paths: list[Path]) -> int:
     return sum(len(path.read_bytes()) for path in paths)
 
 
+def run_child(arguments: list[str], label: str) -> dict[str, Any]:
+    """Run ``python ARGUMENTS`` and return the JSON object its last output line holds; exit on failure."""
+    done = subprocess.run([sys.executable, *arguments], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        sys.exit(f"variant {label} failed ({done.returncode}):\n{done.stderr}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def spawn(script: str, variant: str, root: Path, cache_file: Path) -> dict[str, Any]:
     """Re-invoke this script for one variant, so its peak RSS and imports are its own."""
-    command = [sys.executable, script, "--variant", variant, "--root", str(root)]
-    command += ["--cache", str(cache_file)]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        sys.exit(f"variant {variant} failed ({done.returncode}):\n{done.stderr}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_child([script, "--variant", variant, "--root", str(root), "--cache", str(cache_file)], variant)
+
+
+def add_child_arguments(parser: argparse.ArgumentParser, variants: Mapping[str, Any], count: int) -> None:
+    """The hidden arguments ``spawn`` passes to a child (and ``--variant profile`` with ``--count``)."""
+    parser.add_argument("--variant", choices=sorted({*variants, "profile"}), help=argparse.SUPPRESS)
+    parser.add_argument("--root", help=argparse.SUPPRESS)
+    parser.add_argument("--cache", help=argparse.SUPPRESS)
+    parser.add_argument("--count", type=int, default=count, help=argparse.SUPPRESS)
+
+
+def run_variant(args: argparse.Namespace, runners: Mapping[str, Runner]) -> None:
+    """In a child: run ``args.variant`` and print its result as one JSON line for ``spawn``."""
+    print(json.dumps(runners[args.variant](Path(args.root), Path(args.cache))))
+
+
+def in_work_folder(keep: Path | None, name: str, work: Callable[[Path], None]) -> None:
+    """Run ``work`` on ``keep`` (created, reused between runs) or on a temporary folder ``name``."""
+    if keep:
+        keep.mkdir(parents=True, exist_ok=True)
+        work(keep.resolve())
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        work(Path(tmp) / name)
 
 
 def print_markdown(table: list[tuple[str, ...]]) -> None:

@@ -33,7 +33,15 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from harness import peak_rss_kib, print_markdown, spawn, warm_page_cache  # bench/harness.py
+from harness import (  # bench/harness.py
+    add_child_arguments,
+    in_work_folder,
+    peak_rss_kib,
+    print_markdown,
+    run_variant,
+    spawn,
+    warm_page_cache,
+)
 
 TARGET_RATIO, TARGET_RSS_MIB = 1.5, 1024
 WARM_PACKAGES = 5
@@ -201,19 +209,11 @@ def run_profile(root: Path, count: int) -> None:
     pstats.Stats(profile, stream=sys.stdout).sort_stats("cumulative").print_stats(15)
 
 
-VARIANTS = {"baseline", "medcurate", "relist"}
-
-
-def child(args: argparse.Namespace) -> None:
-    """Run one variant in this (fresh) process and print its result as one JSON line."""
-    root, cache_file = Path(args.root), Path(args.cache)
-    if args.variant == "baseline":
-        result = run_baseline(root)
-    elif args.variant == "medcurate":
-        result = run_medcurate(root, cache_file)
-    else:
-        result = run_relist(root, cache_file)
-    print(json.dumps(result))
+RUNNERS = {
+    "baseline": lambda root, _cache: run_baseline(root),
+    "medcurate": run_medcurate,
+    "relist": run_relist,
+}
 
 
 Runs = list[dict[str, Any]]
@@ -317,21 +317,16 @@ def main() -> None:
     parser.add_argument(
         "--repeat", type=int, default=3, help="runs of each variant; the fastest of each is compared"
     )
-    parser.add_argument("--variant", choices=sorted(VARIANTS | {"profile"}), help=argparse.SUPPRESS)
-    parser.add_argument("--root", help=argparse.SUPPRESS)
-    parser.add_argument("--cache", help=argparse.SUPPRESS)
-    parser.add_argument("--count", type=int, default=200, help=argparse.SUPPRESS)
+    add_child_arguments(parser, RUNNERS, count=200)
     args = parser.parse_args()
     if args.variant == "profile":
         run_profile(Path(args.root), args.count)
     elif args.variant:
-        child(args)
-    elif args.keep:
-        args.keep.mkdir(parents=True, exist_ok=True)
-        measure(args.keep.resolve(), args.packages, args.profile, args.repeat)
+        run_variant(args, RUNNERS)
     else:
-        with tempfile.TemporaryDirectory() as tmp:
-            measure(Path(tmp) / "mirror", args.packages, args.profile, args.repeat)
+        in_work_folder(
+            args.keep, "mirror", lambda root: measure(root, args.packages, args.profile, args.repeat)
+        )
 
 
 if __name__ == "__main__":
