@@ -106,6 +106,10 @@ class Source(ABC):
         """Deterministic id from source identity (and image bytes hash); no dots, kind-prefixed."""
         return f"{self.kind}-{sha256_json([self.kind, *identity])[:24]}"
 
+    def source_group(self, uri: str, sha256: str | None, size: int | None, **fields: Any) -> dict[str, Any]:
+        """A record's ``source`` group: this source's kind and dataset, the file, and ``fields``."""
+        return {"kind": self.kind, "dataset": self.name, "uri": uri, "sha256": sha256, "size": size, **fields}
+
     def quarantined_record(
         self, item: InputItem, reason: str, *identity: Any, **source_fields: Any
     ) -> dict[str, Any]:
@@ -115,13 +119,6 @@ class Source(ABC):
             status=QUARANTINED,
             status_reason=reason,
             status_stage=f"ingest.{self.kind}",
-            source={
-                "kind": self.kind,
-                "dataset": self.name,
-                "uri": item.uri,
-                "sha256": item.sha256,
-                "size": item.size,
-                **source_fields,
-            },
+            source=self.source_group(item.uri, item.sha256, item.size, **source_fields),
         )
         return record

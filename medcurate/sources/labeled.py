@@ -442,15 +442,7 @@ class LabeledSource(Source):
         payload = item.payload
         record = new_record(
             self.sample_id(self.name, payload["relpath"], item.sha256),
-            source={
-                "kind": self.kind,
-                "dataset": self.name,
-                "uri": item.uri,
-                "member": None,
-                "sha256": item.sha256,
-                "size": item.size,
-                **fields,
-            },
+            source=self.source_group(item.uri, item.sha256, item.size, member=None, **fields),
             image={"bytes": data, "sha256": item.sha256},
             subject={
                 "patient_pseudonym": payload.get("patient_pseudonym"),

@@ -337,7 +337,7 @@ class DicomSource(Source):
             status=QUARANTINED,
             status_reason=reason,
             status_stage=f"ingest.{self.kind}",
-            source={"kind": self.kind, "dataset": self.name, "uri": uri, "sha256": sha256, "size": size},
+            source=self.source_group(uri, sha256, size),
         )
 
     def _load(self, inst: Instance) -> bytes:
@@ -432,14 +432,7 @@ class DicomSource(Source):
         selection = self.mode if self.mode != "even" else f"even:{self.count}"
         record = new_record(
             self.sample_id(inst.sha256, frame),
-            source={
-                "kind": self.kind,
-                "dataset": self.name,
-                "uri": inst.uri,
-                "sha256": inst.sha256,
-                "size": inst.size,
-                "license": self.params.get("license"),
-            },
+            source=self.source_group(inst.uri, inst.sha256, inst.size, license=self.params.get("license")),
             image={"bytes": image.png, "format": "png", "width": image.width, "height": image.height},
             subject={
                 "patient_pseudonym": inst.facts.get("patient"),

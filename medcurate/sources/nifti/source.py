@@ -240,14 +240,9 @@ class NiftiSource(Source):
             png = render_png(apply_window(volume.axial(k), window), self.bit_depth)
             record = new_record(
                 self.sample_id(item.sha256, k),
-                source={
-                    "kind": self.kind,
-                    "dataset": self.name,
-                    "uri": item.uri,
-                    "sha256": item.sha256,
-                    "size": item.size,
-                    "license": self.params.get("license"),
-                },
+                source=self.source_group(
+                    item.uri, item.sha256, item.size, license=self.params.get("license")
+                ),
                 image={"bytes": png, "format": "png"},
                 subject={"study_pseudonym": series},
                 medical={"modality": modality, "labels": [], "findings": whole.text if whole else None},
