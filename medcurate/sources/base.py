@@ -71,12 +71,18 @@ class Source(ABC):
 
     kind: ClassVar[str]
     version: ClassVar[str]
+    #: The params this source understands; any other is a config mistake, refused by name.
+    known_params: ClassVar[frozenset[str] | None] = None
 
     def __init__(self, name: str, uri: str, params: Mapping[str, Any], ctx: SourceContext):
         self.name = name
         self.uri = uri
         self.params = dict(params)
         self.ctx = ctx
+        unknown = set(self.params) - self.known_params if self.known_params is not None else set()
+        if unknown:
+            known = sorted(self.known_params)
+            raise ValueError(f"{self.kind} source: unknown params {sorted(unknown)}; known: {known}")
 
     @abstractmethod
     def list_inputs(self) -> Iterator[InputItem]:

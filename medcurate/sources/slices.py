@@ -11,6 +11,14 @@ from __future__ import annotations
 MODES = ("middle", "even", "all")
 
 
+def slice_selection(params: dict, kind: str) -> tuple[str, int]:
+    """``(mode, count)`` from a source's ``slices`` and ``slice_count`` params, checked."""
+    mode = params.get("slices", "middle")
+    if mode not in MODES:
+        raise ValueError(f"{kind} source: slices must be one of {MODES}, got {mode!r}")
+    return mode, int(params.get("slice_count", 5))
+
+
 def select_indices(n_slices: int, mode: str = "middle", count: int = 5) -> list[int]:
     """Indices (ascending, distinct) of the slices to export from a volume of ``n_slices``.
 

@@ -53,7 +53,7 @@ from medcurate.sources.dicom.series import (
     volume_order,
 )
 from medcurate.sources.reports import ReportIndex, scrub, split_sections
-from medcurate.sources.slices import MODES, select_indices
+from medcurate.sources.slices import select_indices, slice_selection
 from medcurate.sources.volumes import FORMATS as VOLUME_FORMATS
 from medcurate.sources.volumes import encode_volume
 
@@ -78,17 +78,12 @@ class DicomSource(Source):
 
     kind = "dicom"
     version = "1"
+    known_params = frozenset(PARAMS)
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        unknown = set(self.params) - PARAMS
-        if unknown:
-            raise ValueError(f"dicom source: unknown params {sorted(unknown)}; known: {sorted(PARAMS)}")
         self.key = require_key(self.kind, self.name, self.ctx)
-        self.mode = self.params.get("slices", "middle")
-        if self.mode not in MODES:
-            raise ValueError(f"dicom source: slices must be one of {MODES}, got {self.mode!r}")
-        self.count = int(self.params.get("slice_count", 5))
+        self.mode, self.count = slice_selection(self.params, self.kind)
         self.burned_in = self.params.get("burned_in", "quarantine")
         if self.burned_in not in ("quarantine", "allow"):
             raise ValueError(f"dicom source: burned_in must be quarantine or allow, got {self.burned_in!r}")

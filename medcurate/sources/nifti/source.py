@@ -31,7 +31,7 @@ from medcurate.sources.dicom.phi import PhiValues, scan_record
 from medcurate.sources.nifti.findings import DEFAULT_TEMPLATE, findings_text, load_findings_template
 from medcurate.sources.nifti.masks import LabelFinding, measure_labels
 from medcurate.sources.nifti.volume import NiftiError, Volume, render_png, window_for
-from medcurate.sources.slices import MODES, select_indices
+from medcurate.sources.slices import select_indices, slice_selection
 from medcurate.sources.volumes import FORMATS as VOLUME_FORMATS
 from medcurate.sources.volumes import encode_volume
 from medcurate.sources.windowing import apply_window
@@ -98,17 +98,12 @@ class NiftiSource(Source):
 
     kind = "nifti"
     version = "1"
+    known_params = frozenset(PARAMS)
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        unknown = set(self.params) - PARAMS
-        if unknown:
-            raise ValueError(f"nifti source: unknown params {sorted(unknown)}; known: {sorted(PARAMS)}")
         self.key = require_key(self.kind, self.name, self.ctx)
-        self.mode = self.params.get("slices", "middle")
-        if self.mode not in MODES:
-            raise ValueError(f"nifti source: slices must be one of {MODES}, got {self.mode!r}")
-        self.count = int(self.params.get("slice_count", 5))
+        self.mode, self.count = slice_selection(self.params, self.kind)
         self.bit_depth = int(self.params.get("bit_depth", 8))
         self.template = load_findings_template(self.params.get("findings_template", DEFAULT_TEMPLATE))
         self.root = Path(self.uri)

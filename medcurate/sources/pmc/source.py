@@ -35,12 +35,10 @@ class PmcSource(Source):
 
     kind = "pmc"
     version = "1"
+    known_params = frozenset(PARAMS)
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        unknown = set(self.params) - PARAMS
-        if unknown:
-            raise ValueError(f"pmc source: unknown params {sorted(unknown)}; known: {sorted(PARAMS)}")
         self.layout = self.params.get("layout", "auto")
         self.limits = Limits(
             max_members=int(self.params.get("max_members", Limits.max_members)),
