@@ -47,12 +47,20 @@ def _device_and_dtype(options: Mapping[str, Any]) -> tuple[torch.device, torch.d
     return torch.device(device), resolved
 
 
-def _load_kwargs(options: Mapping[str, Any], dtype: torch.dtype) -> dict[str, Any]:
+def load_local(owner: Any, spec: ModelSpec, auto_class: Any, default_batch: int) -> None:
+    """Set ``owner``'s device, dtype, batch size, pixel cap, processor and model from ``spec``'s folder."""
+    options = spec.options
+    owner.spec = spec
+    owner.device, owner.dtype = _device_and_dtype(options)
+    owner.batch_size = int(options.get("batch_size", default_batch))
+    owner.max_pixels = int(options.get("max_pixels", DEFAULT_MAX_PIXELS))
     os.environ["HF_HUB_OFFLINE"] = "1"  # belt and braces: local_files_only already forbids the hub
-    kwargs: dict[str, Any] = {"local_files_only": True, "dtype": dtype}
+    kwargs: dict[str, Any] = {"local_files_only": True, "dtype": owner.dtype}
     if options.get("attn_implementation"):
         kwargs["attn_implementation"] = options["attn_implementation"]
-    return kwargs
+    owner.processor = AutoProcessor.from_pretrained(spec.path, local_files_only=True)
+    owner.model = auto_class.from_pretrained(spec.path, **kwargs)
+    owner.model.to(owner.device).eval()
 
 
 def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
@@ -172,17 +180,9 @@ class TransformersGenerator(Generator):
     backend = "transformers"
 
     def __init__(self, spec: ModelSpec):
-        options = dict(spec.options)
-        self.spec = spec
-        self.device, self.dtype = _device_and_dtype(options)
-        self.batch_size = int(options.get("batch_size", 8))
-        self.max_pixels = int(options.get("max_pixels", DEFAULT_MAX_PIXELS))
-        load_kwargs = _load_kwargs(options, self.dtype)
-        self.processor = AutoProcessor.from_pretrained(spec.path, local_files_only=True)
+        load_local(self, spec, AutoModelForImageTextToText, default_batch=8)
         self.tokenizer = getattr(self.processor, "tokenizer", self.processor)
         self.tokenizer.padding_side = "left"  # decoder-only batches: every prompt ends where output starts
-        self.model = AutoModelForImageTextToText.from_pretrained(spec.path, **load_kwargs)
-        self.model.to(self.device).eval()
         defaults = self.model.generation_config
         eos = defaults.eos_token_id if defaults.eos_token_id is not None else self.tokenizer.eos_token_id
         self.eos_ids = [eos] if isinstance(eos, int) else list(eos)
@@ -315,15 +315,7 @@ class TransformersEmbedder(Embedder):
     backend = "transformers"
 
     def __init__(self, spec: ModelSpec):
-        options = dict(spec.options)
-        self.spec = spec
-        self.device, self.dtype = _device_and_dtype(options)
-        self.batch_size = int(options.get("batch_size", 32))
-        self.max_pixels = int(options.get("max_pixels", DEFAULT_MAX_PIXELS))
-        load_kwargs = _load_kwargs(options, self.dtype)
-        self.processor = AutoProcessor.from_pretrained(spec.path, local_files_only=True)
-        self.model = AutoModel.from_pretrained(spec.path, **load_kwargs)
-        self.model.to(self.device).eval()
+        load_local(self, spec, AutoModel, default_batch=32)
         config = self.model.config
         self.dim = int(getattr(config, "projection_dim", None) or config.text_config.hidden_size)
         # SigLIP was trained on texts padded to a fixed length; CLIP pools at the end token either way.
