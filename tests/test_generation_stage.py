@@ -36,7 +36,7 @@ class Scripted(Generator):
 def backend(monkeypatch):
     def install(generator: Generator) -> Generator:
         forget_caches()
-        monkeypatch.setitem(registry._loaded, ("generator", SPEC), generator)
+        monkeypatch.setitem(registry._loaded, registry.model_key("generator", SPEC), generator)
         return generator
 
     yield install

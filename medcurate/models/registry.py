@@ -1,12 +1,13 @@
-"""One loaded model per process and spec: a Spark executor's Python worker loads its engine once and
+"""One loaded model per process and model: a Spark executor's Python worker loads its engine once and
 reuses it for every partition it is fed (workers are reused between tasks), and in-process runs share
-it across stages that use the same role."""
+it across stages and roles: the same weights attached as both caption and judge are loaded once."""
 
 from __future__ import annotations
 
 import threading
 from importlib import import_module
 
+from medcurate.hashing import canonical_json
 from medcurate.models.base import Embedder, Generator
 from medcurate.models.spec import ModelError, ModelSpec
 
@@ -19,7 +20,7 @@ EMBEDDERS = {
     "transformers": "medcurate.models.transformers_backend:TransformersEmbedder",
 }
 
-_loaded: dict[tuple[str, ModelSpec], Generator | Embedder] = {}
+_loaded: dict[tuple[str, ...], Generator | Embedder] = {}
 _lock = threading.Lock()
 
 
@@ -35,8 +36,20 @@ def _class(table: dict[str, str], backend: str):
         raise ModelError(f"backend {backend!r} cannot be imported: {exc}{hint}") from exc
 
 
+def model_key(kind: str, spec: ModelSpec) -> tuple[str, ...]:
+    """What makes two loaded models the same: the weights and how they are run, not the role."""
+    return (
+        kind,
+        spec.path,
+        spec.backend,
+        spec.revision,
+        str(spec.endpoint),
+        canonical_json(dict(spec.options)),
+    )
+
+
 def _load(kind: str, table: dict[str, str], spec: ModelSpec):
-    key = (kind, spec)
+    key = model_key(kind, spec)
     with _lock:
         if key not in _loaded:
             _loaded[key] = _class(table, spec.backend)(spec)
