@@ -64,14 +64,14 @@ class GenerationStage(ModelStage):
             schema=self.prompt.schema,
         )
 
-    def cache_key(self, record: dict[str, Any], request: GenerationRequest) -> str:
+    def cache_key(self, record: dict[str, Any], request: GenerationRequest, sampling: Sampling) -> str:
         return sha256_json(
             [
                 (record.get("image") or {}).get("sha256"),
                 self.prompt.sha256,
                 request.system,
                 request.prompt,
-                self.sampling.as_dict(),
+                sampling.as_dict(),
             ]
         )[:40]
 
@@ -85,12 +85,13 @@ class GenerationStage(ModelStage):
 
     def process(self, batch: pa.RecordBatch, ctx: StageContext) -> StageResult:
         records = batch.to_pylist()
+        sampling = self.sampling
         wanted = [(i, self.request(r)) for i, r in enumerate(records) if self.applies(r)]
-        keys = [self.cache_key(records[i], request) for i, request in wanted]
+        keys = [self.cache_key(records[i], request, sampling) for i, request in wanted]
         cache = self.cache(ctx, self.name)
         cached = cache.get_many(keys) if cache is not None else {}
         todo = [(key, request) for key, (_, request) in zip(keys, wanted, strict=True) if key not in cached]
-        fresh = self._generate(todo, ctx, cache) if todo else {}
+        fresh = self._generate(todo, sampling, ctx, cache) if todo else {}
         answers = {**cached, **fresh}
         kept, excluded = [], []
         model_facts = {
@@ -123,7 +124,7 @@ class GenerationStage(ModelStage):
         return StageResult(to_batch(kept), to_batch(excluded))
 
     def _generate(
-        self, todo: list[tuple[str, GenerationRequest]], ctx: StageContext, cache
+        self, todo: list[tuple[str, GenerationRequest]], sampling: Sampling, ctx: StageContext, cache
     ) -> dict[str, dict]:
         """Answer the cache misses batch by batch, writing each batch to the cache as it completes."""
         generator = load_generator(self.require_model())
@@ -131,7 +132,7 @@ class GenerationStage(ModelStage):
         fresh: dict[str, dict] = {}
         for start in range(0, len(todo), size):
             chunk = todo[start : start + size]
-            outcomes = generate_structured(generator, [r for _, r in chunk], self.sampling, size)
+            outcomes = generate_structured(generator, [r for _, r in chunk], sampling, size)
             rows = [
                 _cache_row(key, outcome, ctx.run_id)
                 for (key, _), outcome in zip(chunk, outcomes, strict=True)
