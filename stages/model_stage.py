@@ -51,9 +51,9 @@ class ModelStage(MapStage):
         return self.model
 
     def task_resources(self) -> dict[str, float]:
-        """GPUs (and CPUs) one task of this stage needs; none for remote (HTTP) or CPU models."""
-        model = self.require_model()
-        if model.backend == "http":
+        """GPUs (and CPUs) one task needs: none without a model, nor for remote (HTTP) or CPU models."""
+        model = self.model
+        if model is None or model.backend == "http":
             return {}
         device = str(model.options.get("device", "auto"))
         if model.backend == "vllm" or device.startswith("cuda"):

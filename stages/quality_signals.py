@@ -67,10 +67,6 @@ class QualitySignalsStage(ModelStage):
     role = "embed"
     model_optional = True  # rule signals need no model; only clip_similarity waits for one
 
-    def task_resources(self) -> dict[str, float]:
-        """Without a model this is a plain CPU stage (the base would refuse to answer)."""
-        return super().task_resources() if self.model is not None else {}
-
     def process(self, batch: pa.RecordBatch, ctx: StageContext) -> StageResult:
         records = batch.to_pylist()
         details: list[dict[str, Any]] = [{} for _ in records]
