@@ -78,6 +78,15 @@ class Stage(ABC):
 
     name: ClassVar[str]
     version: ClassVar[str]
+    #: The params this stage understands, when it says; any other is a config mistake, refused by name.
+    known_params: ClassVar[tuple[str, ...] | None] = None
+
+    def __post_init__(self) -> None:
+        unknown = set(self.params) - set(self.known_params) if self.known_params is not None else set()
+        if unknown:
+            raise ValueError(
+                f"{self.name}: unknown param(s) {sorted(unknown)}; known: {list(self.known_params)}"
+            )
 
     @property
     def config_hash(self) -> str:

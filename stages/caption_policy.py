@@ -49,13 +49,11 @@ class CaptionPolicyStage(RecordStage):
     """Params: ``prefer`` (``author`` | ``model`` | ``both``; default author), ``check_labels`` (true)."""
 
     name = "caption_policy"
+    known_params = PARAMS
     version = "2"  # 2: 'both'; contradicting model text is dropped even when the author caption stays
 
     def __init__(self, params: Mapping[str, Any] | None = None):
         super().__init__(dict(params or {}))
-        unknown = set(self.params) - set(PARAMS)
-        if unknown:
-            raise ValueError(f"caption_policy: unknown param(s) {sorted(unknown)}; known: {list(PARAMS)}")
         prefer = self.params.get("prefer", "author")
         if prefer not in PREFERENCES:
             raise ValueError(f"caption_policy: prefer must be one of {list(PREFERENCES)}, got {prefer!r}")

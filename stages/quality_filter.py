@@ -47,13 +47,11 @@ class QualityFilterStage(RecordStage):
     (prefixes of ``quality.flags`` entries that drop a sample)."""
 
     name = "quality_filter"
+    known_params = PARAMS
     version = "1"
 
     def __init__(self, params: Mapping[str, Any] | None = None):
         super().__init__(dict(params or {}))
-        unknown = set(self.params) - set(PARAMS)
-        if unknown:
-            raise ValueError(f"quality_filter: unknown param(s) {sorted(unknown)}; known: {list(PARAMS)}")
         self.minimum = _thresholds(self.params, "min")
         self.maximum = _thresholds(self.params, "max")
         self.languages = _strings(self.params, "languages")
