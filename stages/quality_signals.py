@@ -104,7 +104,7 @@ class QualitySignalsStage(ModelStage):
         if todo:
             computed = self._embed_and_compare(list(todo.items()))
             values.update(computed)
-            if cache is not None:  # a ResultCache with no rows is falsy (__len__)
+            if cache is not None:
                 cache.put(
                     [
                         {"key": key, "value": canonical_json(value), "attempts": 1, "run_id": ctx.run_id}

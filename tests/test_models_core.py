@@ -177,3 +177,8 @@ def test_the_token_budget_covers_the_longest_answer_the_schema_allows(ref):
     """Constrained decoding of any model, random weights included, can always close its JSON."""
     prompt = load_generation_prompt(ref)
     assert _longest_json(prompt.schema) <= prompt.sampling.max_tokens
+
+
+def test_an_empty_result_cache_is_still_a_cache(tmp_path):
+    """An empty cache once read as falsy, and stages then never wrote to it."""
+    assert ResultCache(Lake(str(tmp_path / "lake")), "caption-empty")

@@ -56,6 +56,10 @@ class ResultCache:
             self._index = index
         return self._index
 
+    def __bool__(self) -> bool:
+        """A cache is there even when empty (``__len__`` alone would make an empty one falsy)."""
+        return True
+
     def __len__(self) -> int:
         with self._lock:
             return len(self._load_index())
