@@ -264,8 +264,9 @@ def apply_dataset_stage(
     lake: Lake, engine: Engine, stage: Stage, parts: list[PartRef], run_id: str, ledger: Ledger
 ) -> list[PartRef]:
     """A stage over the whole dataset: fit first if global, then map every part; count exclusions."""
+    ctx = StageContext(run_id=run_id, lake_uri=lake.root_uri)
     if isinstance(stage, GlobalStage):
-        state = stage.fit(engine.fit_table(parts, list(stage.fit_columns)))
+        state = stage.fit(engine.fit_table(parts, list(stage.fit_columns)), ctx)
         mapper = stage.bind(state)
     else:
         mapper = stage

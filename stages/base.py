@@ -163,8 +163,12 @@ class GlobalStage(Stage):
     fit_columns: ClassVar[tuple[str, ...]]
 
     @abstractmethod
-    def fit(self, table: pa.Table) -> Any:
-        """Compute the state from all active records (only ``fit_columns``); must be picklable."""
+    def fit(self, table: pa.Table, ctx: StageContext | None = None) -> Any:
+        """Compute the state from all active records (only ``fit_columns``); must be picklable.
+
+        ``ctx`` names the run and the lake, for stages whose state also lives there (indexes of
+        earlier releases, embedding stores, evaluation-set indexes); pure stages ignore it.
+        """
 
     @abstractmethod
     def bind(self, state: Any) -> MapStage:

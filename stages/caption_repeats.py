@@ -39,7 +39,7 @@ class CaptionRepeatsStage(GlobalStage):
     version = "1"
     fit_columns = ("text.final_caption",)
 
-    def fit(self, table: pa.Table) -> dict[str, int]:
+    def fit(self, table: pa.Table, ctx: StageContext | None = None) -> dict[str, int]:
         """Normalised caption -> number of records with it; only captions seen more than once."""
         captions = (row["text.final_caption"] for row in table.to_pylist())  # an empty run has no columns
         counts = Counter(key for key in map(normalise_caption, captions) if key)

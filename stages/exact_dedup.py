@@ -19,7 +19,7 @@ class ExactDedupStage(GlobalStage):
     version = "1"
     fit_columns = ("image.pixel_sha256", "image.source_width", "image.source_height")
 
-    def fit(self, table: pa.Table) -> dict[str, str]:
+    def fit(self, table: pa.Table, ctx: StageContext | None = None) -> dict[str, str]:
         """pixel_sha256 -> sample_id of the copy to keep."""
         best: dict[str, tuple[int, str]] = {}
         for row in table.to_pylist():

@@ -45,7 +45,7 @@ class NearDedupStage(GlobalStage):
             raise ValueError(f"near_dedup: unknown keep criteria {sorted(unknown)}; known: {KEEP_CRITERIA}")
         return p
 
-    def fit(self, table: pa.Table) -> dict[str, tuple[str, str, int]]:
+    def fit(self, table: pa.Table, ctx: StageContext | None = None) -> dict[str, tuple[str, str, int]]:
         """sample_id -> (group id, kept sample_id, bits from the kept one), for grouped records only."""
         p = self._params()
         cols = {name: table.column(name).to_pylist() for name in ("sample_id", *self.fit_columns)}
