@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 from PIL import Image, ImageDraw, ImageEnhance
 
-from medcurate.dedup import components, groups, near_duplicate_pairs
+from medcurate.dedup import components, groups, near_duplicate_cross_pairs, near_duplicate_pairs
 from medcurate.schemas.record import new_record, set_score, to_batch
 from medcurate.stages import make_stage
 from medcurate.stages.base import StageContext, run_map_stage
@@ -127,3 +127,16 @@ def _fit_row(record: dict) -> dict:
         "source.license": record["source"]["license"],
         "scores": record["scores"],
     }
+
+
+@pytest.mark.parametrize("brute_max", [0, 1 << 22])
+def test_cross_pairs_equal_brute_force(brute_max: int) -> None:
+    rng = np.random.default_rng(7)
+    base = planted(3000, 6, seed=1)
+    near = base[rng.choice(len(base), 200)] ^ np.uint64(0b101 << 9)
+    queries = np.concatenate([near, planted(300, 6, seed=2), base[:3]])
+    got = near_duplicate_cross_pairs(queries, base, 6, brute_max=brute_max)
+    dist = np.bitwise_count(queries[:, None] ^ base[None, :]).astype(np.int64)
+    q, b = np.nonzero(dist <= 6)
+    assert got.tolist() == np.column_stack([q, b, dist[q, b]]).tolist()
+    assert near_duplicate_cross_pairs(queries[:0], base, 6).shape == (0, 3)

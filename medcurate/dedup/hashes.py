@@ -142,6 +142,63 @@ def near_duplicate_pairs(
     return out[np.lexsort((out[:, 1], out[:, 0]))]
 
 
+def _banded_cross_pairs(queries: np.ndarray, base: np.ndarray, radius: int) -> np.ndarray:
+    """Like ``_banded_pairs`` but only pairs with one side in each set: sort the base once per band
+    subset and look each query's masked key up in it, so base-base pairs are never enumerated."""
+    bands = choose_bands(len(base) + len(queries), radius)
+    masks = _band_masks(bands)
+    found: list[np.ndarray] = []
+    for subset in combinations(masks, bands - radius):
+        mask = np.uint64(sum(subset))
+        base_keys = base & mask
+        order = np.argsort(base_keys)
+        sorted_keys = base_keys[order]
+        query_keys = queries & mask
+        lo = np.searchsorted(sorted_keys, query_keys, side="left")
+        counts = np.searchsorted(sorted_keys, query_keys, side="right") - lo
+        if not counts.any():
+            continue
+        q = np.repeat(np.arange(len(queries)), counts)
+        b = order[
+            np.repeat(lo, counts)
+            + np.arange(int(counts.sum()))
+            - np.repeat(np.cumsum(counts) - counts, counts)
+        ]
+        dist = _popcount(queries[q] ^ base[b])
+        ok = dist <= radius
+        if ok.any():
+            found.append(np.column_stack([q[ok], b[ok], dist[ok]]))
+    if not found:
+        return np.zeros((0, 3), np.int64)
+    return np.unique(np.concatenate(found), axis=0)
+
+
+def near_duplicate_cross_pairs(
+    queries: np.ndarray, base: np.ndarray, radius: int, *, brute_max: int = 1 << 22
+) -> np.ndarray:
+    """Every (q, b, distance) with Hamming(queries[q], base[b]) <= radius, sorted, exactly.
+
+    For matching new samples against an index of earlier releases, or training samples against an
+    evaluation set, without re-deriving the pairs inside ``base``. Cost grows with
+    ``len(queries) + len(base)`` per band subset, not with their product.
+    """
+    queries = np.asarray(queries, dtype=np.uint64)
+    base = np.asarray(base, dtype=np.uint64)
+    if not 0 <= radius < 64:
+        raise ValueError(f"radius must be in [0, 63], got {radius}")
+    if not len(queries) or not len(base):
+        return np.zeros((0, 3), np.int64)
+    if len(queries) * len(base) <= brute_max:  # every pair at once, a few MB
+        q = np.repeat(np.arange(len(queries)), len(base))
+        b = np.tile(np.arange(len(base)), len(queries))
+        dist = _popcount(queries[q] ^ base[b])
+        ok = dist <= radius
+        out = np.column_stack([q[ok], b[ok], dist[ok]]).astype(np.int64)
+    else:
+        out = _banded_cross_pairs(queries, base, radius)
+    return out[np.lexsort((out[:, 1], out[:, 0]))]
+
+
 def groups(n: int, pairs: np.ndarray) -> np.ndarray:
     """Connected-component label (0..k-1) of each of ``n`` items linked by ``pairs`` (single link)."""
     from scipy.sparse import coo_matrix
