@@ -1,36 +1,44 @@
 """Exact duplicates by the sha256 of decoded pixels, across all sources (a global stage).
 
-Pixel hashes (not file hashes) catch a losslessly re-encoded copy. The copy that stays is the one with
-the largest source image, then the smallest sample_id, so the choice is deterministic; the removed
-sample's lineage names the kept one.
+Pixel hashes (not file hashes) catch a losslessly re-encoded copy and the same image shipped by two
+sources (one figure in two PMC articles, a dataset re-publishing another's images). The copy that stays
+is chosen by the shared keep policy (``medcurate.dedup.keep``); the removed sample's lineage names the
+kept one.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
+from medcurate.dedup.keep import DEFAULT_KEEP, DEFAULT_QUALITY_SCORE, KEEP_COLUMNS, check_keep, kept_members
 from medcurate.stages.base import Filter, GlobalStage, RecordStage, StageContext
 
 
 class ExactDedupStage(GlobalStage):
     name = "exact_dedup"
-    version = "1"
-    fit_columns = ("image.pixel_sha256", "image.source_width", "image.source_height")
+    version = "2"  # 2: the shared keep policy (license, resolution, oldest, ...)
+    known_params = ("keep", "quality_score")
+    fit_columns = ("image.pixel_sha256", *KEEP_COLUMNS)
 
     def fit(self, table: pa.Table, ctx: StageContext | None = None) -> dict[str, str]:
-        """pixel_sha256 -> sample_id of the copy to keep."""
-        best: dict[str, tuple[int, str]] = {}
-        for row in table.to_pylist():
-            digest = row["image.pixel_sha256"]
-            if digest is None:
-                continue
-            area = (row["image.source_width"] or 0) * (row["image.source_height"] or 0)
-            rank = (-area, row["sample_id"])
-            if digest not in best or rank < best[digest]:
-                best[digest] = rank
-        return {digest: rank[1] for digest, rank in best.items()}
+        """pixel_sha256 -> sample_id of the copy to keep, for digests held by more than one record."""
+        keep = check_keep(self.params.get("keep", DEFAULT_KEEP), self.name)
+        cols = {name: table.column(name).to_pylist() for name in ("sample_id", *self.fit_columns)}
+        digests = cols["image.pixel_sha256"]
+        rows = np.array([i for i, d in enumerate(digests) if d is not None], dtype=np.int64)
+        if not len(rows):
+            return {}
+        _, labels, counts = np.unique([digests[i] for i in rows], return_inverse=True, return_counts=True)
+        shared = counts[labels] > 1
+        rows, labels = rows[shared], labels[shared]
+        quality = self.params.get("quality_score", DEFAULT_QUALITY_SCORE)
+        kept = kept_members(cols, rows, labels, keep, quality)
+        return {
+            digests[row]: cols["sample_id"][k] for row, k in zip(rows.tolist(), kept.tolist(), strict=True)
+        }
 
     def bind(self, state: dict[str, str]) -> ApplyExactDedup:
         return ApplyExactDedup(self.params, keep=state)

@@ -99,7 +99,7 @@ def test_stage_keeps_preferred_copy() -> None:
     set_score(records[1], "judge.quality", 0.9, "m")  # ...and b the best: b wins on quality alone
     batch = to_batch(records)
     stage = make_stage("near_dedup", {})  # default radius 6
-    state = stage.fit(pa.Table.from_pylist([_fit_row(r) for r in records]))
+    state = stage.fit(fit_table(records, stage))
     result = run_map_stage(stage.bind(state), batch, StageContext(run_id="t"))
     kept = {r["sample_id"]: r for r in result.kept.to_pylist()}
     gone = {r["sample_id"]: r for r in result.excluded.to_pylist()}
@@ -112,21 +112,15 @@ def test_stage_keeps_preferred_copy() -> None:
 
     # Without scores, license decides (cc-by beats cc-by-nc); with license off, resolution does.
     for keep, winner in ((["license"], "b-small"), (["resolution"], "a-base")):
-        plain = [{**row, "scores": []} for row in (_fit_row(r) for r in records)]
-        state = make_stage("near_dedup", {"keep": keep}).fit(pa.Table.from_pylist(plain))
-        assert {kept for _, kept, _ in state.values()} == {winner}
+        stage = make_stage("near_dedup", {"keep": keep})
+        state = stage.fit(fit_table([{**r, "scores": []} for r in records], stage))
+        assert {entry[1] for entry in state.values()} == {winner}
 
 
-def _fit_row(record: dict) -> dict:
-    """What an engine's fit_table returns for this record: sample_id plus the dotted fit columns."""
-    return {
-        "sample_id": record["sample_id"],
-        "image.phash": record["image"]["phash"],
-        "image.source_width": record["image"]["source_width"],
-        "image.source_height": record["image"]["source_height"],
-        "source.license": record["source"]["license"],
-        "scores": record["scores"],
-    }
+def fit_table(records: list[dict], stage) -> pa.Table:
+    """What an engine's fit_table returns: sample_id plus the stage's dotted fit columns."""
+    flat = pa.Table.from_batches([to_batch(records)]).flatten()
+    return flat.select(["sample_id", *stage.fit_columns])
 
 
 @pytest.mark.parametrize("brute_max", [0, 1 << 22])
@@ -140,3 +134,59 @@ def test_cross_pairs_equal_brute_force(brute_max: int) -> None:
     q, b = np.nonzero(dist <= 6)
     assert got.tolist() == np.column_stack([q, b, dist[q, b]]).tolist()
     assert near_duplicate_cross_pairs(queries[:0], base, 6).shape == (0, 3)
+
+
+def normalized(sample_id: str, image: Image.Image) -> dict:
+    """A record whose image went through the real normalize stage (phash and its flipped view)."""
+    buffer = BytesIO()
+    image.save(buffer, "PNG")
+    record = new_record(sample_id, image={"bytes": buffer.getvalue()}, source={"license": "cc-by"})
+    return run_map_stage(
+        make_stage("normalize", {}), to_batch([record]), StageContext(run_id="t")
+    ).kept.to_pylist()[0]
+
+
+def test_flipped_copy_is_found_only_when_the_view_is_configured() -> None:
+    base = base_image()
+    records = [
+        normalized("a-orig", base),
+        normalized("b-flip", base.transpose(Image.Transpose.FLIP_LEFT_RIGHT).resize((200, 200))),
+    ]
+    assert [v["transform"] for v in records[0]["image"]["phash_variants"]] == ["hflip"]
+    plain = make_stage("near_dedup", {})
+    assert plain.fit(fit_table(records, plain)) == {}  # a mirror image is far in phash space
+    flips = make_stage("near_dedup", {"variants": ["hflip"], "keep": ["resolution"]})
+    state = flips.fit(fit_table(records, flips))
+    result = run_map_stage(flips.bind(state), to_batch(records), StageContext(run_id="t"))
+    assert [r["sample_id"] for r in result.kept.to_pylist()] == ["a-orig"]
+    gone = result.excluded.to_pylist()[0]
+    assert gone["dedup"]["duplicate_of"] == "a-orig" and gone["dedup"]["method"] == "phash:hflip"
+    assert gone["dedup"]["distance"] <= 6
+
+    rotations = make_stage("near_dedup", {"variants": ["rot90"]})
+    with pytest.raises(ValueError, match="hash_variants"):
+        rotations.fit(fit_table(records, rotations))
+
+
+def test_exact_dedup_keeps_by_the_shared_policy() -> None:
+    """The same figure in two articles: the older article's copy stays unless license decides first."""
+    records = [
+        new_record(
+            sample_id,
+            image={"pixel_sha256": "same", "source_width": 100, "source_height": 100},
+            source={"license": license_id},
+            article={"pmcid": sample_id, "year": year},
+        )
+        for sample_id, license_id, year in (("a-new", "cc0", 2021), ("b-old", "cc-by", 2015))
+    ] + [new_record("c-alone", image={"pixel_sha256": "other"}, source={})]
+    for keep, winner in ((["oldest"], "b-old"), (["license", "oldest"], "a-new")):
+        stage = make_stage("exact_dedup", {"keep": keep})
+        state = stage.fit(fit_table(records, stage))
+        assert state == {"same": winner}
+        result = run_map_stage(stage.bind(state), to_batch(records), StageContext(run_id="t"))
+        assert sorted(r["sample_id"] for r in result.kept.to_pylist()) == sorted([winner, "c-alone"])
+        (gone,) = result.excluded.to_pylist()
+        assert gone["status_reason"] == f"exact_duplicate: same pixels as {winner}"
+        assert gone["dedup"] == {**gone["dedup"], "duplicate_of": winner, "method": "exact_pixels"}
+    with pytest.raises(ValueError, match="unknown keep criteria"):
+        make_stage("exact_dedup", {"keep": ["newest"]}).fit(fit_table(records, stage))
