@@ -12,8 +12,9 @@ from typing import Any
 
 import pyarrow as pa
 
-# 1.1: article, figure (PMC); 1.2: scan, volume (DICOM, NIfTI); 1.3: text authors, quality
-SCHEMA_VERSION = "1.3"
+# 1.1: article, figure (PMC); 1.2: scan, volume (DICOM, NIfTI); 1.3: text authors, quality;
+# 1.4: perceptual hashes of flipped/rotated views (image.phash_variants)
+SCHEMA_VERSION = "1.4"
 
 #: Values of ``status``: where a record stands after the last stage that touched it.
 ACTIVE, FILTERED, QUARANTINED = "active", "filtered", "quarantined"
@@ -53,6 +54,9 @@ SOURCE = pa.struct(
     ]
 )
 
+#: The perceptual hash of one transformed view of the image, for flip/rotation-aware near dedup.
+PHASH_VARIANT = pa.struct([("transform", pa.string()), ("phash", pa.string())])
+
 IMAGE = pa.struct(
     [
         ("bytes", pa.binary()),
@@ -64,6 +68,7 @@ IMAGE = pa.struct(
         ("mode", pa.string()),
         ("bits", pa.int32()),
         ("phash", pa.string()),  # 64-bit DCT perceptual hash, 16 hex digits
+        ("phash_variants", pa.list_(PHASH_VARIANT)),  # of transformed views (hflip, rot90, ...)
         ("source_format", pa.string()),
         ("source_width", pa.int32()),
         ("source_height", pa.int32()),

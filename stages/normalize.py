@@ -32,6 +32,17 @@ DEFAULTS: dict[str, Any] = {
     "color_format": "jpeg",
     "keep_16bit": False,
     "alpha_background": [255, 255, 255],
+    # Perceptual hashes of these views too, so near_dedup can match a flipped or rotated copy.
+    "hash_variants": ["hflip"],
+}
+
+#: Views ``hash_variants`` may name.
+HASH_TRANSFORMS = {
+    "hflip": Image.Transpose.FLIP_LEFT_RIGHT,
+    "vflip": Image.Transpose.FLIP_TOP_BOTTOM,
+    "rot90": Image.Transpose.ROTATE_90,
+    "rot180": Image.Transpose.ROTATE_180,
+    "rot270": Image.Transpose.ROTATE_270,
 }
 
 #: What Pillow raises for bytes it cannot decode; anything else out of Pillow is a bug of ours.
@@ -164,13 +175,18 @@ class NormalizeStage(RecordStage):
     """Turn raw source image bytes into a bounded, normalized PNG/JPEG with its hashes."""
 
     name = "normalize"
-    version = "1"
+    version = "2"  # 2: phash_variants
 
     def _params(self) -> dict[str, Any]:
         params = {**DEFAULTS, **self.params}
         for key in ("grayscale_format", "color_format"):
             if params[key] not in _FORMATS:
                 raise ValueError(f"normalize: {key} must be 'png' or 'jpeg', got {params[key]!r}")
+        unknown = set(params["hash_variants"]) - set(HASH_TRANSFORMS)
+        if unknown:
+            raise ValueError(
+                f"normalize: unknown hash_variants {sorted(unknown)}; known: {list(HASH_TRANSFORMS)}"
+            )
         return params
 
     def apply(self, record: dict[str, Any], ctx: StageContext) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -212,6 +228,10 @@ class NormalizeStage(RecordStage):
             mode=im.mode,
             bits=16 if im.mode == "I;16" else 8,
             phash=str(imagehash.phash(hash_view)),
+            phash_variants=[
+                {"transform": name, "phash": str(imagehash.phash(hash_view.transpose(HASH_TRANSFORMS[name])))}
+                for name in p["hash_variants"]
+            ],
             source_format=source_format,
             source_width=sw,
             source_height=sh,
