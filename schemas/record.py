@@ -13,7 +13,7 @@ from typing import Any
 import pyarrow as pa
 
 # 1.1: article, figure (PMC); 1.2: scan, volume (DICOM, NIfTI); 1.3: text authors, quality;
-# 1.4: perceptual hashes of flipped/rotated views (image.phash_variants)
+# 1.4: 256-bit phash and perceptual hashes of flipped/rotated views (image.phash_fine, phash_variants)
 SCHEMA_VERSION = "1.4"
 
 #: Values of ``status``: where a record stands after the last stage that touched it.
@@ -55,7 +55,7 @@ SOURCE = pa.struct(
 )
 
 #: The perceptual hash of one transformed view of the image, for flip/rotation-aware near dedup.
-PHASH_VARIANT = pa.struct([("transform", pa.string()), ("phash", pa.string())])
+PHASH_VARIANT = pa.struct([("transform", pa.string()), ("phash", pa.string()), ("phash_fine", pa.string())])
 
 IMAGE = pa.struct(
     [
@@ -68,6 +68,7 @@ IMAGE = pa.struct(
         ("mode", pa.string()),
         ("bits", pa.int32()),
         ("phash", pa.string()),  # 64-bit DCT perceptual hash, 16 hex digits
+        ("phash_fine", pa.string()),  # 256-bit DCT perceptual hash, 64 hex digits: verifies phash matches
         ("phash_variants", pa.list_(PHASH_VARIANT)),  # of transformed views (hflip, rot90, ...)
         ("source_format", pa.string()),
         ("source_width", pa.int32()),

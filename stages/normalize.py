@@ -171,6 +171,16 @@ def _encode(im: Image.Image, fmt: str, params: dict[str, Any]) -> bytes:
     return buf.getvalue()
 
 
+def perceptual_hashes(image: Image.Image) -> dict[str, str]:
+    """The 64-bit phash that finds candidates and the 256-bit one that confirms them.
+
+    Medical images share their low-frequency layout (every chest film has two lungs), so 64-bit hashes
+    of different patients often fall a few bits apart; the finer hash keeps enough detail to tell a
+    copy (a few bits of 256 apart) from a look-alike (dozens).
+    """
+    return {"phash": str(imagehash.phash(image)), "phash_fine": str(imagehash.phash(image, hash_size=16))}
+
+
 class NormalizeStage(RecordStage):
     """Turn raw source image bytes into a bounded, normalized PNG/JPEG with its hashes."""
 
@@ -227,9 +237,9 @@ class NormalizeStage(RecordStage):
             height=h,
             mode=im.mode,
             bits=16 if im.mode == "I;16" else 8,
-            phash=str(imagehash.phash(hash_view)),
+            **perceptual_hashes(hash_view),
             phash_variants=[
-                {"transform": name, "phash": str(imagehash.phash(hash_view.transpose(HASH_TRANSFORMS[name])))}
+                {"transform": name, **perceptual_hashes(hash_view.transpose(HASH_TRANSFORMS[name]))}
                 for name in p["hash_variants"]
             ],
             source_format=source_format,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from io import BytesIO
 
-import imagehash
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -87,13 +86,9 @@ def test_stage_keeps_preferred_copy() -> None:
     }
     records = []
     for sample_id, (image, license_id, side) in images.items():
-        # The same call stages/normalize.py makes to fill image.phash.
-        phash = str(imagehash.phash(image))
-        record = new_record(
-            sample_id,
-            image={"phash": phash, "source_width": side, "source_height": side},
-            source={"license": license_id},
-        )
+        record = normalized(sample_id, image)  # the real phash, fine phash and flipped views
+        record["image"].update(source_width=side, source_height=side)
+        record["source"]["license"] = license_id
         records.append(record)
     set_score(records[2], "judge.quality", 0.2, "m")  # a score would win, so give c the worst one...
     set_score(records[1], "judge.quality", 0.9, "m")  # ...and b the best: b wins on quality alone
@@ -190,3 +185,16 @@ def test_exact_dedup_keeps_by_the_shared_policy() -> None:
         assert gone["dedup"] == {**gone["dedup"], "duplicate_of": winner, "method": "exact_pixels"}
     with pytest.raises(ValueError, match="unknown keep criteria"):
         make_stage("exact_dedup", {"keep": ["newest"]}).fit(fit_table(records, stage))
+
+
+def test_slices_of_one_series_are_not_duplicates_of_each_other() -> None:
+    """Neighbouring slices look alike by design; the same slice in another series is a duplicate."""
+    base = base_image()
+    records = [normalized(sid, base) for sid in ("a-s1", "b-s1", "c-s2")]
+    for record, series in zip(records, ("s1", "s1", "s2"), strict=True):
+        record["scan"] = {"series_pseudonym": series}
+    stage = make_stage("near_dedup", {"keep": ["sample_id"]})
+    state = stage.fit(fit_table(records, stage))
+    assert {sid: entry[1] for sid, entry in state.items()} == {"a-s1": "a-s1", "c-s2": "a-s1"}
+    everything = make_stage("near_dedup", {"ignore_within": []})
+    assert len(everything.fit(fit_table(records, everything))) == 3

@@ -67,6 +67,20 @@ def _sort_keys(columns: Mapping[str, Sequence[Any]], rows: np.ndarray, quality_s
     }
 
 
+def preference_order(
+    columns: Mapping[str, Sequence[Any]],
+    rows: np.ndarray,
+    keep: Sequence[str] = DEFAULT_KEEP,
+    quality_score: str = DEFAULT_QUALITY_SCORE,
+) -> np.ndarray:
+    """Positions into ``rows``, the copy to keep first: for stages that pick survivors greedily."""
+    rows = np.asarray(rows, dtype=np.int64)
+    if not len(rows):
+        return rows
+    keys = _sort_keys(columns, rows, quality_score)
+    return np.lexsort(tuple(keys[c] for c in reversed([*keep, "sample_id"])))
+
+
 def kept_members(
     columns: Mapping[str, Sequence[Any]],
     rows: np.ndarray,
