@@ -218,10 +218,14 @@ def _bytes(ds: Dataset) -> bytes:
     return out.getvalue()
 
 
-def _ct_slice(study_key: str, series_no: int, index: int, count: int, z0: float = 0.0) -> Dataset:
+def _ct_slice(
+    study_key: str, series_no: int, index: int, count: int, z0: float = 0.0, shift: int = 0
+) -> Dataset:
+    """One CT slice; ``shift`` moves the patient in the field of view, as a follow-up scan does."""
     ds = _base(study_key, series_no, "CT", CT_IMAGE, index + 1)
-    rng = np.random.default_rng(SEED + index)
+    rng = np.random.default_rng(SEED + index + 31 * shift)
     yy, xx = np.mgrid[-32:32, -32:32]
+    yy, xx = yy - shift, xx - shift // 2
     hu = np.full((64, 64), -1000.0)
     hu[(xx / 28.0) ** 2 + (yy / 22.0) ** 2 < 1] = 40.0  # body
     hu[((xx + 12) / 9.0) ** 2 + (yy / 14.0) ** 2 < 1] = -820.0  # lungs
@@ -404,7 +408,7 @@ def dicom_files() -> dict[str, bytes]:
     files["broken/truncated_CT_Doe_John.dcm"] = truncated[: len(truncated) - 3000]
     files["broken/not_dicom_Doe_John.dcm"] = b"Patient DOE^JOHN exported as text by mistake\n"
     archive = {
-        f"DOE_JOHN_{doe}/CT/IM{i + 1:04d}.dcm": _bytes(_ct_slice("doe_ct_zip", 2, i, 5, -40.0))
+        f"DOE_JOHN_{doe}/CT/IM{i + 1:04d}.dcm": _bytes(_ct_slice("doe_ct_zip", 2, i, 5, -40.0, shift=7))
         for i in range(5)
     }
     files[f"transfer_{doe}.zip"] = _zip(archive)

@@ -696,6 +696,7 @@ class _Fig:
     panels: tuple[str, ...] = ()
     present: bool = True  # False: no member at all for this href
     alt: str | None = None
+    reprint_of: tuple[int, int] | None = None  # (pmc_number, figure index): the same image as that one
 
 
 @dataclass(frozen=True)
@@ -1057,7 +1058,8 @@ def _render_media(article: _Article, salt: int) -> dict[str, tuple[bytes, bytes]
     for index, (fig, _) in enumerate(article.figures()):
         if not fig.present:
             continue
-        rng = np.random.default_rng([SEED, salt, article.pmc_number, index])
+        number, position = fig.reprint_of or (article.pmc_number, index)
+        rng = np.random.default_rng([SEED, salt, number, position])
         image = _figure_image(fig.kind, fig.panels, rng)
         media[fig.id] = (_encode_full(image, fig.ext), _thumbnail_gif(image))
     return media
@@ -1709,6 +1711,33 @@ def _sample_cases() -> list[_Case]:
             description="package on disk, absent from oa_file_list.csv: ignored",
         )
     )
+    # 16. A later article reprints case 1's figure under a narrower licence (PMC's figure reuse):
+    # identical image bytes, so exact dedup keeps one copy, the original (older, more permissive).
+    a16 = _base_article(
+        1000016,
+        cic,
+        "CC BY-NC",
+        volume=11,
+        issue=2,
+        fpage=88,
+        lpage=93,
+        date=(2023, 9, 1),
+        disease="splenic hamartoma",
+        title="Benign splenic lesions on CT: a pictorial review",
+        figures=[
+            _Fig(
+                "F1",
+                "Figure 1",
+                "Splenic hamartoma on contrast-enhanced CT.",
+                "Reproduced from an earlier case report: a well-circumscribed hypodense splenic lesion "
+                "with peripheral enhancement.",
+                "cic-11-88-g001",
+                "ct",
+                reprint_of=(1000001, 0),
+            )
+        ],
+    )
+    cases.append(_Case("figure_reprint", a16, description="reprints case 1's figure (a duplicate)"))
     return cases
 
 
@@ -1816,6 +1845,8 @@ def _write_classic_sample(root: Path) -> dict[str, Any]:
             "in_file_list": case.in_file_list,
             "nxml": f"{article.pmcid}/{article.stem}.nxml",
             "figures": 0 if whole else sum(f["sample"] for f in figures),
+            # Reprints of another case's figure: read as samples, then removed by exact dedup.
+            "duplicate_figures": sum(1 for fig, _ in article.figures() if fig.reprint_of),
             "quarantine": case.quarantine,
             "quarantined_figures": {}
             if whole
@@ -1851,6 +1882,7 @@ def _summary(root: Path, file_list: Any, items: dict[str, dict[str, Any]], name:
         "cases": {item.get("case", pmcid): pmcid for pmcid, item in items.items()},
         "expected_samples": sum(item["figures"] for item in counted.values()),
         "expected_retracted_samples": sum(item["figures"] for item in counted.values() if item["retracted"]),
+        "expected_duplicate_samples": sum(item.get("duplicate_figures", 0) for item in counted.values()),
         "expected_quarantined": quarantined,
         "ignored": sorted((k for k, v in items.items() if not v["in_file_list"]), key=_accession_key),
     }

@@ -246,13 +246,19 @@ def _write_chest(root: Path) -> Path:
 
 
 def _write_derm(root: Path) -> Path:
-    """ImageFolder: 3 classes x 5 RGB images; JPEG mostly, one EXIF-rotated, one palette, one RGBA."""
+    """ImageFolder: 3 classes x 5 RGB images; JPEG mostly, one EXIF-rotated, one palette, one RGBA.
+
+    Plus three planted near duplicates, as datasets that re-publish each other's images hold them:
+    a re-encoded copy, a resized copy and a mirrored copy (each of image 001 of its class).
+    """
     rng = np.random.default_rng([SEED, 2])
+    firsts: dict[str, Image.Image] = {}
     for kind in DERM_CLASSES:
         for number in range(1, 6):
             height, width = (int(v) for v in rng.choice([224, 256, 288, 320], size=2))
             image = Image.fromarray(_lesion_pixels(rng, height, width, kind))
             name = f"{kind}_{number:03d}"
+            firsts.setdefault(kind, image)
             if kind == "melanoma" and number == 2:
                 image = image.resize((320, 240))  # not square, so a missed rotation shows in the size
                 # stored rotated 90 degrees counter-clockwise; orientation 6 says "rotate clockwise to view"
@@ -271,7 +277,32 @@ def _write_derm(root: Path) -> Path:
             else:
                 data, ext = _encode(image, "JPEG", quality=90), "jpg"
             _write_if_changed(root / kind / f"{name}.{ext}", data)
+    planted = {
+        "nevus/nevus_001_reposted.jpg": _encode(firsts["nevus"], "JPEG", quality=70),
+        "melanoma/melanoma_001_small.jpg": _encode(
+            firsts["melanoma"].resize(
+                (firsts["melanoma"].width * 3 // 4, firsts["melanoma"].height * 3 // 4)
+            ),
+            "JPEG",
+            quality=90,
+        ),
+        "seborrheic_keratosis/seborrheic_keratosis_001_mirrored.jpg": _encode(
+            firsts["seborrheic_keratosis"].transpose(Image.Transpose.FLIP_LEFT_RIGHT), "JPEG", quality=90
+        ),
+    }
+    for rel, data in planted.items():
+        _write_if_changed(root / rel, data)
     return root
+
+
+#: The planted copies in the sample corpus and the original each duplicates (paths under the corpus root).
+PLANTED_DUPLICATES = {
+    "labeled/dermatology/nevus/nevus_001_reposted.jpg": "labeled/dermatology/nevus/nevus_001.jpg",
+    "labeled/dermatology/melanoma/melanoma_001_small.jpg": "labeled/dermatology/melanoma/melanoma_001.jpg",
+    "labeled/dermatology/seborrheic_keratosis/seborrheic_keratosis_001_mirrored.jpg": (
+        "labeled/dermatology/seborrheic_keratosis/seborrheic_keratosis_001.jpg"
+    ),
+}
 
 
 def write_sample_corpus(root: Path) -> dict[str, Path]:

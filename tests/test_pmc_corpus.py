@@ -69,7 +69,7 @@ def test_layout_readme_and_size(corpus):
     everything = files(root)
     assert sum(map(len, everything.values())) < 3_000_000
     packages = sorted(k for k in everything if k.endswith(".tar.gz"))
-    assert len(packages) == 15
+    assert len(packages) == 16
     assert all(re.fullmatch(r"pmc/oa_package/[0-9a-f]{2}/[0-9a-f]{2}/PMC\d+\.tar\.gz", k) for k in packages)
     assert {f"pmc/{p['file']}" for p in classic["packages"].values()} == set(packages)
 
@@ -80,7 +80,7 @@ def test_classic_file_list(corpus):
     columns, rows = read_csv(classic["file_list"])
     assert tuple(columns) == FILE_LIST_COLUMNS
     ids = [row["Accession ID"] for row in rows]
-    assert ids == sorted(ids, key=lambda a: int(a[3:])) and len(ids) == 14
+    assert ids == sorted(ids, key=lambda a: int(a[3:])) and len(ids) == 15
     assert "PMC1000015" not in ids and classic["ignored"] == ["PMC1000015"]
     for row in rows:
         package = classic["packages"][row["Accession ID"]]
@@ -99,7 +99,7 @@ def test_classic_file_list(corpus):
 def test_expectations(corpus):
     _, expected = corpus
     classic = expected["classic"]
-    assert classic["expected_samples"] == 18
+    assert classic["expected_samples"] == 19
     assert classic["expected_retracted_samples"] == 1
     assert classic["expected_quarantined"] == {
         "PMC1000005/F2": "graphic_missing",

@@ -62,8 +62,9 @@ def _samples(release: Path) -> dict[str, dict]:
 def test_every_resolvable_figure_is_one_sample(cli_run, expected):
     lake, summary = cli_run
     classic = expected["classic"]
-    retracted = classic["expected_retracted_samples"]
-    assert summary["sample_count"] == classic["expected_samples"] - retracted
+    retracted, reprints = classic["expected_retracted_samples"], classic["expected_duplicate_samples"]
+    assert reprints == 1
+    assert summary["sample_count"] == classic["expected_samples"] - retracted - reprints
     release = lake / "releases" / "pmc" / "1.0.0"
     samples = _samples(release)
     assert len(samples) == summary["sample_count"]
@@ -89,7 +90,7 @@ def test_every_resolvable_figure_is_one_sample(cli_run, expected):
         per_article[article["pmcid"]] = per_article.get(article["pmcid"], 0) + 1
     for pmcid, package in classic["packages"].items():
         wanted = 0 if package["quarantine"] or package["retracted"] or not package["in_file_list"] else None
-        wanted = package["figures"] if wanted is None else wanted
+        wanted = package["figures"] - package["duplicate_figures"] if wanted is None else wanted
         assert per_article.get(pmcid, 0) == wanted, pmcid
 
 
@@ -99,13 +100,13 @@ def test_hostile_and_broken_inputs_are_quarantined_with_their_reason(cli_run, ex
     for reason in expected["classic"]["expected_quarantined"].values():
         wanted[reason] = wanted.get(reason, 0) + 1
     assert summary["ledger"]["totals"]["quarantined"] == wanted
-    assert summary["ledger"]["totals"]["filtered"] == {"retracted": 1}
+    assert summary["ledger"]["totals"]["filtered"] == {"retracted": 1, "exact_duplicate": 1}
     # Nothing was unpacked anywhere: the traversal member's target never appears.
     assert not (lake.parent / "evil.txt").exists() and not Path("/tmp/evil").exists()
     run_dir = lake / "runs" / summary["run_id"]
     excluded = pq.read_table(run_dir / "excluded").to_pylist()
     reasons = {row["status_reason"].split(":")[0] for row in excluded}
-    assert reasons == set(wanted) | {"retracted"}
+    assert reasons == set(wanted) | {"retracted", "exact_duplicate"}
 
 
 def test_a_second_nightly_run_reads_no_package(cli_run, corpus_root, monkeypatch):
@@ -195,7 +196,10 @@ def test_a_license_change_relicenses_and_a_commercial_release_drops_it(nightly):
     filtered = third.ledger["totals"]["filtered"]
     released = _manifest(lake / "releases" / "pmc-commercial" / "1.0.0")
     assert {row["license"] for row in released} <= {"cc0", "cc-by"}
-    non_commercial = second.sample_count - len(released)
+    # The reprint of PMC1000001's figure was a duplicate in the second run; here the licence stops it first.
+    non_commercial = (
+        second.sample_count - len(released) + second.ledger["totals"]["filtered"]["exact_duplicate"]
+    )
     assert filtered["license_not_allowed"] == non_commercial > 0
     assert relicensed not in {row["article_id"] for row in released}
 

@@ -52,7 +52,7 @@ def test_layout_and_size(corpus):
     assert sum(map(len, everything.values())) < 4_000_000
     chest = [k for k in everything if k.startswith("labeled/chest_xray/patient")]
     derm = [k for k in everything if k.startswith("labeled/dermatology/")]
-    assert len(chest) == 27 and len(derm) == 15  # 24 good + corrupt + bomb + duplicate; 3 x 5
+    assert len(chest) == 27 and len(derm) == 18  # 24 good + corrupt + bomb + duplicate; 3 x 5 + 3 copies
 
 
 def test_deterministic_and_mtime_preserving(corpus, tmp_path):
@@ -117,8 +117,8 @@ def test_chest_through_the_source(corpus):
 def test_derm_formats_and_labels(corpus):
     _, paths = corpus
     out = records("labeled_derm", paths["labeled_derm"])
-    assert [r["status"] for r in out] == [ACTIVE] * 15
-    assert [r["medical"]["class_index"] for r in out] == [0] * 5 + [1] * 5 + [2] * 5
+    assert [r["status"] for r in out] == [ACTIVE] * 18  # 3 x 5, and a planted copy in each class
+    assert [r["medical"]["class_index"] for r in out] == [0] * 6 + [1] * 6 + [2] * 6
     kinds = []
     for record in out:
         with Image.open(io.BytesIO(record["image"]["bytes"])) as image:
@@ -126,7 +126,7 @@ def test_derm_formats_and_labels(corpus):
     assert kinds.count(("JPEG", "RGB", 6)) == 1
     assert kinds.count(("PNG", "P", None)) == 1
     assert kinds.count(("PNG", "RGBA", None)) == 1
-    assert kinds.count(("JPEG", "RGB", None)) == 12
+    assert kinds.count(("JPEG", "RGB", None)) == 15
     result = run_map_stage(LabelTextStage({}), to_batch(out), StageContext(run_id="t"))
     texts = set(result.kept.column("text").field("label_text").to_pylist())
     assert texts == {
