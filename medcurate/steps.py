@@ -35,7 +35,7 @@ from medcurate.sources import make_source
 from medcurate.sources.base import INGEST_DETAILS, InputItem, Source, SourceContext
 from medcurate.stages import make_stage
 from medcurate.stages.base import GlobalStage, MapStage, Stage, StageContext, split_by_status
-from medcurate.stages.model_stage import ModelStage
+from medcurate.stages.model_stage import UsesModel
 
 INGEST = "ingest"
 
@@ -79,7 +79,7 @@ def build_stages(config: PipelineConfig) -> tuple[list[MapStage], list[Stage], l
     stages, skipped = [], []
     for name, params in config.stages.items():
         stage = make_stage(name, params)
-        if isinstance(stage, ModelStage):
+        if isinstance(stage, UsesModel):  # map and global model stages
             stage.model = models.get(stage.model_role)
             if stage.model is None and not stage.model_optional:
                 skipped.append(f"{name}: no model for role {stage.model_role!r}")

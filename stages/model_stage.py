@@ -18,12 +18,14 @@ from typing import Any, ClassVar
 from medcurate.hashing import sha256_json
 from medcurate.models.cache import ResultCache, result_cache
 from medcurate.models.spec import ModelSpec
-from medcurate.stages.base import MapStage, StageContext
+from medcurate.stages.base import GlobalStage, MapStage, StageContext
 
 
 @dataclass
-class ModelStage(MapStage):
-    """A map stage that needs the model of ``role``; ``model`` is attached by the pipeline."""
+class UsesModel:
+    """What a stage needs to be given a model: map stages (``ModelStage``) and global stages
+    (``GlobalModelStage``, whose ``fit`` reads what a model stage wrote) alike. The pipeline attaches
+    ``model`` to every stage of this kind, and skips (and names) one whose role has no model."""
 
     model: ModelSpec | None = None
 
@@ -70,3 +72,13 @@ class ModelStage(MapStage):
     def lineage_model(self) -> dict[str, Any]:
         model = self.require_model()
         return {"model": model.ref, "backend": model.backend}
+
+
+@dataclass
+class ModelStage(UsesModel, MapStage):
+    """A map stage that needs the model of ``role``; ``model`` is attached by the pipeline."""
+
+
+@dataclass
+class GlobalModelStage(UsesModel, GlobalStage):
+    """A global stage that needs the model of ``role`` (its identity names the lake state it reads)."""

@@ -1,0 +1,168 @@
+"""Image embeddings in the lake, keyed by image sha256, one namespace per embedding model.
+
+Layout: ``state/vectors/<namespace>/part-<hash>.parquet`` with columns ``key`` (string) and ``vector``
+(``fixed_size_list<float32, d>``); the namespace is ``image-<model cache namespace>``, so other weights
+never mix into a search, and the same weights at another path share their vectors.
+
+Why not a record column: every record field ships in every release shard's ``.json``, and a 512-d
+float vector is ~10 KB of JSON per sample that no consumer of the release asked for. Vectors are also
+keyed by what determines them (the image bytes and the model), not by sample: a re-run, another run or
+another source with the same image embeds nothing again.
+
+Like ``models.cache``: each batch is one immutable file named by a hash of its keys (writers on
+different executors never collide, a crash loses at most the batch in flight), a key written once is
+never rewritten, and lookups read the key column of each file once per process (an index from key to
+file), then only the files that hold what was asked.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from medcurate.hashing import sha256_json
+from medcurate.lake.store import Lake
+from medcurate.models.spec import ModelSpec
+
+VECTOR_ROOT = "state/vectors"
+
+
+def vector_namespace(model: ModelSpec) -> str:
+    """The namespace of a model's image embeddings (its identity: name, role and revision)."""
+    return f"image-{model.cache_namespace}"
+
+
+def vector_table(keys: Sequence[str], vectors: np.ndarray) -> pa.Table:
+    """``keys`` and their rows as a table of the store's schema."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    column = pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), vectors.shape[1])
+    return pa.table({"key": pa.array(list(keys), pa.string()), "vector": column})
+
+
+def table_vectors(table: pa.Table) -> np.ndarray:
+    """The ``vector`` column as a ``[n, d]`` float32 array (no Python objects per row)."""
+    column = table.column("vector").combine_chunks()
+    dim = column.type.list_size
+    return column.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim).astype(np.float32, copy=False)
+
+
+class VectorStore:
+    """Append-only vectors of one namespace; safe to share between threads and processes."""
+
+    def __init__(self, lake: Lake, namespace: str):
+        self.lake = lake
+        self.folder = f"{VECTOR_ROOT}/{namespace}"
+        self._index: dict[str, str] = {}
+        self._indexed_files: set[str] = set()
+        self._lock = threading.Lock()
+
+    def _refresh(self) -> dict[str, str]:
+        """Index the files not indexed yet: all of them the first time, then only what others wrote."""
+        for rel in self.lake.walk_files(self.folder, suffix=".parquet"):
+            if rel not in self._indexed_files:
+                for key in self.lake.read_parquet(rel, columns=["key"]).column("key").to_pylist():
+                    self._index.setdefault(key, rel)
+                self._indexed_files.add(rel)
+        return self._index
+
+    def _known(self, keys: Sequence[str]) -> dict[str, str]:
+        """The index, refreshed from the lake only when it lacks one of ``keys`` (another process
+        may have written it: Spark executors embed, the driver reads)."""
+        with self._lock:
+            if not self._indexed_files or any(key not in self._index for key in keys):
+                self._refresh()
+            return self._index
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._refresh())
+
+    def missing(self, keys: Sequence[str]) -> list[str]:
+        """The distinct ``keys`` with no vector yet, sorted."""
+        index = self._known(keys)
+        return sorted({key for key in keys if key not in index})
+
+    def read(self, keys: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(``[len(keys), d]`` float32 vectors, bool mask of the keys found); rows not found are 0."""
+        keys = list(keys)
+        index = self._known(keys)
+        uniq, inverse = np.unique(np.array(keys, dtype=object), return_inverse=True)
+        by_file: dict[str, list[str]] = {}
+        for key in uniq.tolist():
+            if key in index:
+                by_file.setdefault(index[key], []).append(key)
+        found = np.zeros(len(uniq), bool)
+        out: np.ndarray | None = None
+        for rel, wanted in sorted(by_file.items()):
+            table = self.lake.read_parquet(rel)
+            table = table.filter(pc.is_in(table.column("key"), pa.array(wanted, pa.string())))
+            rows = np.searchsorted(uniq, np.array(table.column("key").to_pylist(), dtype=object))
+            vectors = table_vectors(table)
+            if out is None:
+                out = np.zeros((len(uniq), vectors.shape[1]), np.float32)
+            elif out.shape[1] != vectors.shape[1]:
+                raise ValueError(f"{self.folder}: {rel} holds {vectors.shape[1]}-d vectors, others not")
+            out[rows], found[rows] = vectors, True
+        if out is None:
+            out = np.zeros((len(uniq), 0), np.float32)
+        return out[inverse.reshape(-1)], found[inverse.reshape(-1)]
+
+    def put(self, keys: Sequence[str], vectors: np.ndarray) -> str | None:
+        """Write the vectors of keys not stored yet as one immutable file; return it (None: nothing new).
+
+        A key already stored keeps its first vector: the same weights on the same bytes give the same
+        vector up to float noise, and readers must never see a value change under them.
+        """
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or len(vectors) != len(keys):
+            raise ValueError(f"need one vector row per key: {len(keys)} keys, shape {vectors.shape}")
+        index = self._known(keys)
+        first: dict[str, int] = {}
+        for row, key in enumerate(keys):
+            if key not in index:
+                first.setdefault(key, row)
+        if not first:
+            return None
+        new_keys = sorted(first)
+        rel = f"{self.folder}/part-{sha256_json(new_keys)[:20]}.parquet"
+        if not self.lake.exists(rel):
+            self.lake.write_parquet(rel, vector_table(new_keys, vectors[[first[k] for k in new_keys]]))
+        with self._lock:
+            for key in new_keys:
+                self._index.setdefault(key, rel)
+            self._indexed_files.add(rel)
+        return rel
+
+
+_stores: dict[tuple[str, str], VectorStore] = {}
+_stores_lock = threading.Lock()
+
+
+def vector_store(lake_uri: str, namespace: str) -> VectorStore:
+    """The process's store object for a namespace (its index is read once per process)."""
+    with _stores_lock:
+        key = (lake_uri, namespace)
+        if key not in _stores:
+            _stores[key] = VectorStore(Lake(lake_uri), namespace)
+        return _stores[key]
+
+
+def forget_vector_stores() -> None:
+    """Drop in-memory indexes (tests that delete a lake, or a long-lived worker between runs)."""
+    with _stores_lock:
+        _stores.clear()
+
+
+__all__ = [
+    "VECTOR_ROOT",
+    "VectorStore",
+    "forget_vector_stores",
+    "table_vectors",
+    "vector_namespace",
+    "vector_store",
+    "vector_table",
+]
