@@ -173,6 +173,11 @@ def _code_version() -> dict[str, str | None]:
     return {"medcurate": medcurate.__version__, "git_commit": commit}
 
 
+def _run_json(lake: Lake, rel: str) -> Any:
+    """A JSON file a stage of this run left for the release (its summary), or None when absent."""
+    return lake.read_json(rel) if lake.exists(rel) else None
+
+
 def _index(shards: list[Path], folder: Path, rows: dict[str, dict]) -> list[dict[str, Any]]:
     """Manifest rows in shard order, with each member's offsets read back from the tar headers."""
     manifest = []
@@ -268,6 +273,8 @@ def build_release(
             else None,
             "changes": {k: changes[k] for k in ("added", "removed", "changed")},
             "filter": None,
+            # Per eval set counts of this run's ``decontaminate`` stage (None when it did not run).
+            "decontamination": _run_json(lake, f"runs/{run_id}/decontaminate.json"),
             "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         }
         (folder / "card.md").write_text(render_card(info, manifest, ledger()))

@@ -56,6 +56,40 @@ def _scores(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+DEDUP_CODES = ("exact_duplicate", "near_duplicate", "semantic_duplicate", "caption_duplicate", "eval_overlap")
+
+
+def _dedup_section(info: dict[str, Any], ledger: dict[str, Any]) -> str:
+    """Duplicates removed (ledger, summed over sources) and, per evaluation set, what was checked.
+
+    The per-set numbers come from ``info["decontamination"]``: the ``decontaminate`` stage's summary
+    of the run that built this release (the ledger only counts reason codes, not sets).
+    """
+    removed: Counter = Counter()
+    for source in (ledger.get("sources") or {}).values():
+        removed.update({code: (source.get("filtered") or {}).get(code, 0) for code in DEDUP_CODES})
+    lines = ["## Deduplication and decontamination\n", "| reason | samples removed |", "|---|--:|"]
+    lines += [f"| {code} | {removed[code]} |" for code in DEDUP_CODES]
+    sets = info.get("decontamination")
+    if sets is None:
+        lines.append("\nEvaluation sets: not checked (no `decontaminate` stage in this run).")
+    elif not sets:
+        lines.append("\nEvaluation sets: none configured for the `decontaminate` stage.")
+    else:
+        lines += [
+            "\n### Evaluation sets\n",
+            "| eval set | images indexed | not indexed | training samples removed | eval images matched |",
+            "|---|--:|--:|--:|--:|",
+        ]
+        for name, s in sorted(sets.items()):
+            not_indexed = s.get("unreadable", 0) + s.get("skipped", 0)
+            lines.append(
+                f"| {name} | {s.get('images', 0)} | {not_indexed} | {s.get('removed', 0)} "
+                f"| {s.get('eval_images_matched', 0)} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
 def render_card(info: dict[str, Any], manifest: pa.Table, ledger: dict[str, Any]) -> str:
     rows = manifest.to_pylist()
     labels: Counter = Counter()
@@ -92,6 +126,7 @@ def render_card(info: dict[str, Any], manifest: pa.Table, ledger: dict[str, Any]
             Counter(r["manufacturer"] for r in rows if r["manufacturer"]),
         ),
         _table("By site (pseudonymous)", Counter(r["site_pseudonym"] for r in rows if r["site_pseudonym"])),
+        _dedup_section(info, ledger),
         "## Changes since the parent release\n",
         _changes(info),
         "## What did not make it (this run's ledger)\n",
