@@ -11,8 +11,11 @@ def _registry() -> dict[str, type[Stage]]:
     # Imported here so that loading the contract does not pull in Pillow, imagehash, templates or torch.
     from medcurate.stages.allow import AllowStage
     from medcurate.stages.caption import CaptionStage
+    from medcurate.stages.caption_dedup import CaptionDedupStage
     from medcurate.stages.caption_policy import CaptionPolicyStage
     from medcurate.stages.caption_repeats import CaptionRepeatsStage
+    from medcurate.stages.decontaminate import DecontaminateStage
+    from medcurate.stages.embed import EmbedStage
     from medcurate.stages.exact_dedup import ExactDedupStage
     from medcurate.stages.figure_kind import FigureKindStage
     from medcurate.stages.judge import JudgeStage
@@ -23,6 +26,7 @@ def _registry() -> dict[str, type[Stage]]:
     from medcurate.stages.paraphrase import ParaphraseStage
     from medcurate.stages.quality_filter import QualityFilterStage
     from medcurate.stages.quality_signals import QualitySignalsStage
+    from medcurate.stages.semantic_dedup import SemanticDedupStage
     from medcurate.stages.split import SplitStage
 
     stages = (
@@ -33,6 +37,10 @@ def _registry() -> dict[str, type[Stage]]:
         SplitStage,
         ExactDedupStage,
         NearDedupStage,
+        CaptionDedupStage,
+        EmbedStage,
+        SemanticDedupStage,
+        DecontaminateStage,
         CaptionStage,
         PanelRewriteStage,
         ParaphraseStage,
