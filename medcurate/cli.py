@@ -56,7 +56,9 @@ def _load(pipeline: Path, overrides: list[str], inputs: list[str], models: list[
 @app.command()
 def run(
     pipeline: Annotated[Path, typer.Argument(help="Pipeline YAML file")],
-    input: Annotated[list[str], typer.Option("--input", help="URI, or NAME=URI for one source")] = [],  # noqa: A002, B006
+    input: Annotated[  # noqa: A002
+        list[str], typer.Option("--input", help="URI, or NAME=URI for one source or evaluation set")
+    ] = [],  # noqa: B006
     lake: LakeOption = None,
     set_: Annotated[list[str], typer.Option("--set", help="Override a config value: dotted.key=value")] = [],  # noqa: B006
     model: Annotated[

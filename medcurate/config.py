@@ -134,17 +134,26 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> None:
 
 
 def apply_input(data: dict[str, Any], inputs: list[str]) -> None:
-    """``--input URI`` (single-source pipelines) or ``--input NAME=URI``."""
+    """``--input URI`` (single-source pipelines) or ``--input NAME=URI``.
+
+    NAME is a source or an evaluation set of the ``decontaminate`` stage: both are data the run reads.
+    """
     sources = data.get("sources") or []
+    eval_sets = ((data.get("stages") or {}).get("decontaminate") or {}).get("eval_sets") or []
     for item in inputs:
         name, sep, uri = item.partition("=")
-        if sep and "://" not in name and any(s.get("name") == name for s in sources):
-            targets = [s for s in sources if s.get("name") == name]
+        named = [s for s in [*sources, *eval_sets] if isinstance(s, dict) and s.get("name") == name]
+        if sep and "://" not in name and named:
+            targets = named
         elif len(sources) == 1:
             targets, uri = sources, item
         else:
             names = [s.get("name") for s in sources]
-            raise ConfigError(f"--input {item!r}: the pipeline has sources {names}; use --input NAME=URI")
+            evals = [s.get("name") for s in eval_sets if isinstance(s, dict)]
+            raise ConfigError(
+                f"--input {item!r}: the pipeline has sources {names} and evaluation sets {evals}; "
+                "use --input NAME=URI"
+            )
         targets[0]["uri"] = uri
 
 

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import struct
+import tarfile
 import zlib
 from pathlib import Path
 from typing import Any
@@ -305,6 +307,47 @@ PLANTED_DUPLICATES = {
 }
 
 
+#: Training images planted in the evaluation sets (corpus path -> eval set), which decontaminate removes.
+PLANTED_EVAL = {
+    "labeled/dermatology/nevus/nevus_002.jpg": "derm-holdout",
+    "labeled/dermatology/melanoma/melanoma_003.jpg": "vqa-test",
+}
+
+
+def _write_eval(root: Path, derm: Path) -> dict[str, Path]:
+    """Two evaluation sets, each holding one training image among unseen ones.
+
+    ``derm_holdout`` is an image folder with a resized PNG copy of a training image; ``vqa_test`` is a
+    WebDataset shard (image + question JSON per key) with a lossless copy of another, the way VQA-RAD
+    or SLAKE test splits are redistributed.
+    """
+    rng = np.random.default_rng([SEED, 3])
+    unseen = [Image.fromarray(_lesion_pixels(rng, 256, 256, kind)) for kind in DERM_CLASSES]
+    copy = Image.open(derm / "nevus" / "nevus_002.jpg")
+    holdout = root / "derm_holdout"
+    _write_if_changed(
+        holdout / "case_01.png", _encode(copy.resize((copy.width * 4 // 5, copy.height * 4 // 5)), "PNG")
+    )
+    _write_if_changed(holdout / "case_02.jpg", _encode(unseen[0], "JPEG", quality=90))
+    _write_if_changed(holdout / "case_03.jpg", _encode(unseen[1], "JPEG", quality=90))
+    samples = {
+        "q0001": (Image.open(derm / "melanoma" / "melanoma_003.jpg"), "Is there a melanoma?"),
+        "q0002": (unseen[2], "What is the lesion?"),
+    }
+    members = []
+    for key, (image, question) in samples.items():
+        members.append((f"{key}.png", _encode(image.convert("RGB"), "PNG")))
+        members.append((f"{key}.json", json.dumps({"question": question}).encode()))
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode = len(data), 0, 0o644
+            tar.addfile(info, io.BytesIO(data))
+    _write_if_changed(root / "vqa_test" / "test-000000.tar", buffer.getvalue())
+    return {"derm-holdout": holdout, "vqa-test": root / "vqa_test"}
+
+
 def write_sample_corpus(root: Path) -> dict[str, Path]:
     """Write (or refresh) the synthetic corpus under ``root``; dataset name -> dataset root.
 
@@ -319,9 +362,13 @@ def write_sample_corpus(root: Path) -> dict[str, Path]:
     from medcurate.pmc_corpus import write_pmc_sample_corpus
 
     pmc = write_pmc_sample_corpus(root)
+    derm = _write_derm(root / "labeled" / "dermatology")
+    evals = _write_eval(root / "eval", derm)
     return {
         "labeled_chest": _write_chest(root / "labeled" / "chest_xray"),
-        "labeled_derm": _write_derm(root / "labeled" / "dermatology"),
+        "labeled_derm": derm,
+        "eval_derm_holdout": evals["derm-holdout"],
+        "eval_vqa_test": evals["vqa-test"],
         "pmc": pmc["classic"]["root"],
         "pmc_cloud": pmc["cloud"]["root"],
         "dicom": write_dicom_sample_corpus(root / "dicom"),
@@ -329,4 +376,4 @@ def write_sample_corpus(root: Path) -> dict[str, Path]:
     }
 
 
-__all__ = ["SAMPLE_PARAMS", "write_sample_corpus"]
+__all__ = ["PLANTED_DUPLICATES", "PLANTED_EVAL", "SAMPLE_PARAMS", "write_sample_corpus"]

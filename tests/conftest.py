@@ -18,6 +18,19 @@ REPO = Path(__file__).resolve().parents[1]
 DEMO_PIPELINE = REPO / "pipelines" / "demo.yaml"
 
 
+def demo_inputs(corpus: Path) -> list[str]:
+    """``--input NAME=URI`` values pointing the demo pipeline's sources and eval sets at ``corpus``."""
+    return [
+        f"chest-xray={corpus / 'labeled' / 'chest_xray'}",
+        f"dermatology={corpus / 'labeled' / 'dermatology'}",
+        f"pmc={corpus / 'pmc'}",
+        f"dicom={corpus / 'dicom'}",
+        f"nifti={corpus / 'nifti'}",
+        f"derm-holdout={corpus / 'eval' / 'derm_holdout'}",
+        f"vqa-test={corpus / 'eval' / 'vqa_test'}",
+    ]
+
+
 @pytest.fixture(scope="session")
 def prefect_harness():
     from prefect.testing.utilities import prefect_test_harness
@@ -42,14 +55,7 @@ def demo_config(corpus_root):
     from medcurate.config import load_pipeline
 
     def make(*overrides: str):
-        inputs = [
-            f"chest-xray={corpus_root / 'labeled' / 'chest_xray'}",
-            f"dermatology={corpus_root / 'labeled' / 'dermatology'}",
-            f"pmc={corpus_root / 'pmc'}",
-            f"dicom={corpus_root / 'dicom'}",
-            f"nifti={corpus_root / 'nifti'}",
-        ]
-        return load_pipeline(DEMO_PIPELINE, list(overrides), inputs)
+        return load_pipeline(DEMO_PIPELINE, list(overrides), demo_inputs(corpus_root))
 
     return make
 
@@ -64,3 +70,38 @@ def copy_corpus(corpus_root, tmp_path):
         return target
 
     return make
+
+
+def run_steps(cfg, lake_root: Path):
+    """The flow's steps in order on the local engine, without Prefect (whose harness costs ~40 s).
+
+    For fast tests of a stage inside a real run; returns (lake, plan, final parts, ledger).
+    """
+    from medcurate.engines import PartRef, make_engine
+    from medcurate.lake import Lake, Ledger
+    from medcurate.steps import (
+        apply_dataset_stage,
+        apply_map_stage,
+        assemble,
+        commit_catalogue,
+        ingest,
+        plan_run,
+    )
+
+    lake = Lake(str(lake_root))
+    plan = plan_run(cfg, lake)
+    engine = make_engine("local", lake, cfg.engine.batch_size)
+    try:
+        for source in plan.sources:
+            source.parts = ingest(lake, source, plan.run_id, cfg.engine.part_size)
+            for stage in plan.per_input_stages:
+                refs = [PartRef(part) for part in source.parts]
+                source.parts = apply_map_stage(lake, engine, stage, source.name, refs, plan.run_id)
+            commit_catalogue(lake, source, plan.run_id, [stage.name for stage in plan.per_input_stages])
+        ledger = Ledger(plan.run_id)
+        parts = assemble(plan.sources, ledger)
+        for stage in plan.dataset_stages:
+            parts = apply_dataset_stage(lake, engine, stage, parts, plan.run_id, ledger)
+    finally:
+        engine.close()
+    return lake, plan, parts, ledger

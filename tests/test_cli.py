@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from medcurate.cli import app
 
-from .conftest import DEMO_PIPELINE
+from .conftest import DEMO_PIPELINE, demo_inputs
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 runner = CliRunner()
@@ -23,11 +23,7 @@ def cli_lake(tmp_path_factory, corpus_root):
         app,
         [
             "run", str(DEMO_PIPELINE), "--lake", str(lake), "--json",
-            "--input", f"chest-xray={corpus_root / 'labeled' / 'chest_xray'}",
-            "--input", f"dermatology={corpus_root / 'labeled' / 'dermatology'}",
-            "--input", f"pmc={corpus_root / 'pmc'}",
-            "--input", f"dicom={corpus_root / 'dicom'}",
-            "--input", f"nifti={corpus_root / 'nifti'}",
+            *[arg for value in demo_inputs(corpus_root) for arg in ("--input", value)],
             "--set", "release.name=cli-demo",
         ],
     )  # fmt: skip

@@ -422,18 +422,10 @@ def test_card_section_lists_sets_and_dedup_counts() -> None:
 def test_end_to_end_release_card_counts_the_eval_set(tmp_path: Path, monkeypatch) -> None:
     """Source -> normalize -> decontaminate -> release through the steps the flow runs (no Prefect)."""
     from medcurate.config import PipelineConfig
-    from medcurate.engines import PartRef, make_engine
-    from medcurate.lake import Ledger
     from medcurate.release.builder import ReleaseSettings, build_release
-    from medcurate.steps import (
-        apply_dataset_stage,
-        apply_map_stage,
-        assemble,
-        commit_catalogue,
-        ingest,
-        iter_sorted_records,
-        plan_run,
-    )
+    from medcurate.steps import iter_sorted_records
+
+    from .conftest import run_steps
 
     corpus = tmp_path / "corpus"
     for n, cls in enumerate(["normal", "normal", "lesion", "lesion"]):
@@ -459,19 +451,7 @@ def test_end_to_end_release_card_counts_the_eval_set(tmp_path: Path, monkeypatch
             "release": {"name": "decon"},
         }
     )
-    lake = Lake(str(tmp_path / "lake"))
-    plan = plan_run(cfg, lake)
-    engine = make_engine("local", lake, 64)
-    for source in plan.sources:
-        source.parts = ingest(lake, source, plan.run_id, 512)
-        for stage in plan.per_input_stages:
-            refs = [PartRef(p) for p in source.parts]
-            source.parts = apply_map_stage(lake, engine, stage, source.name, refs, plan.run_id)
-        commit_catalogue(lake, source, plan.run_id, [s.name for s in plan.per_input_stages])
-    ledger = Ledger(plan.run_id)
-    parts = assemble(plan.sources, ledger)
-    for stage in plan.dataset_stages:
-        parts = apply_dataset_stage(lake, engine, stage, parts, plan.run_id, ledger)
+    lake, plan, parts, ledger = run_steps(cfg, tmp_path / "lake")
     records = list(iter_sorted_records(lake, parts))
     for record in records:
         ledger.source(record["source"]["dataset"]).released += 1

@@ -23,13 +23,18 @@ from medcurate.models.tiny import write_tiny_clip, write_tiny_vlm
 from medcurate.pipelines.flow import curate
 from medcurate.steps import build_stages
 
-from .conftest import DEMO_PIPELINE, REPO
+from .conftest import DEMO_PIPELINE, REPO, demo_inputs
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 # A random judge flags and scores at random: the tests check that everything is scored, not kept.
-RELAXED = ["stages.quality_filter.drop_flags=[]", "stages.quality_filter.min={image.min_side: 32}"]
-MODEL_STAGES = ("caption", "panel_rewrite", "paraphrase", "judge")
+# A random CLIP puts distinct images at cosine up to 0.993: only true copies may count as duplicates.
+RELAXED = [
+    "stages.quality_filter.drop_flags=[]",
+    "stages.quality_filter.min={image.min_side: 32}",
+    "stages.semantic_dedup.threshold=0.9999",
+]
+MODEL_STAGES = ("embed", "semantic_dedup", "caption", "panel_rewrite", "paraphrase", "judge")
 
 
 @pytest.fixture(scope="module")
@@ -39,13 +44,7 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
 
 
 def _inputs(corpus_root: Path) -> list[str]:
-    return [
-        f"chest-xray={corpus_root / 'labeled' / 'chest_xray'}",
-        f"dermatology={corpus_root / 'labeled' / 'dermatology'}",
-        f"pmc={corpus_root / 'pmc'}",
-        f"dicom={corpus_root / 'dicom'}",
-        f"nifti={corpus_root / 'nifti'}",
-    ]
+    return demo_inputs(corpus_root)
 
 
 def _models(tiny: dict[str, Path]) -> list[str]:

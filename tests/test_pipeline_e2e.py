@@ -25,7 +25,9 @@ STAGES = {
     "split",
     "exact_dedup",
     "near_dedup",
+    "decontaminate",
     "caption_policy",
+    "caption_dedup",
     "quality_signals",
     "caption_repeats",
     "quality_filter",
@@ -38,16 +40,9 @@ def demo_run(tmp_path_factory, corpus_root):
     """One demo run shared by the read-only checks below (a run costs several seconds)."""
     from medcurate.config import load_pipeline
 
-    from .conftest import DEMO_PIPELINE
+    from .conftest import DEMO_PIPELINE, demo_inputs
 
-    inputs = [
-        f"chest-xray={corpus_root / 'labeled' / 'chest_xray'}",
-        f"dermatology={corpus_root / 'labeled' / 'dermatology'}",
-        f"pmc={corpus_root / 'pmc'}",
-        f"dicom={corpus_root / 'dicom'}",
-        f"nifti={corpus_root / 'nifti'}",
-    ]
-    cfg = load_pipeline(DEMO_PIPELINE, [], inputs)
+    cfg = load_pipeline(DEMO_PIPELINE, [], demo_inputs(corpus_root))
     lake_root = tmp_path_factory.mktemp("lake")
     summary = curate(cfg.model_dump(), str(lake_root))
     return cfg, lake_root, summary
@@ -144,6 +139,26 @@ def test_planted_duplicates_leave_exactly_one_copy(demo_run, corpus_root):
             assert row["dedup"]["method"] == "phash:hflip"
 
 
+def test_planted_evaluation_images_are_absent_and_counted_on_the_card(demo_run, corpus_root):
+    from medcurate.samplecorpus import PLANTED_DUPLICATES, PLANTED_EVAL
+
+    _, lake_root, summary = demo_run
+    released = {r["source"]["uri"] for r in _released_records(lake_root)}
+    removed = {}
+    for part in (lake_root / "runs" / summary.run_id / "excluded" / "decontaminate").rglob("*.parquet"):
+        for row in pq.read_table(part, columns=["source", "status_reason", "lineage"]).to_pylist():
+            removed[row["source"]["uri"]] = row
+    assert len(removed) == len(PLANTED_EVAL)
+    for path, eval_set in PLANTED_EVAL.items():
+        uri = str(corpus_root / path)
+        assert uri not in released and removed[uri]["status_reason"].startswith("eval_overlap: ")
+        assert f" {eval_set}:" in removed[uri]["status_reason"]
+    card = (lake_root / "releases" / "demo" / "1.0.0" / "card.md").read_text()
+    assert "| derm-holdout | 3 | 0 | 1 | 1 |" in card and "| vqa-test | 2 | 0 | 1 | 1 |" in card
+    assert f"| eval_overlap | {len(PLANTED_EVAL)} |" in card
+    assert f"| near_duplicate | {len(PLANTED_DUPLICATES)} |" in card  # the PMC reprint is an exact one
+
+
 def test_no_group_spans_two_splits(demo_run):
     """Patients, studies and articles each land in one split, checked over the whole release."""
     _, lake_root, _ = demo_run
@@ -185,17 +200,11 @@ def test_second_run_reads_nothing_and_keeps_the_release(demo_run):
 def test_new_input_makes_a_new_minor_version(demo_config, copy_corpus, tmp_path):
     corpus = copy_corpus()
     lake_root = tmp_path / "lake"
-    derm = f"dermatology={corpus / 'labeled' / 'dermatology'}"
-    chest = f"chest-xray={corpus / 'labeled' / 'chest_xray'}"
     from medcurate.config import load_pipeline
 
-    from .conftest import DEMO_PIPELINE
+    from .conftest import DEMO_PIPELINE, demo_inputs
 
-    cfg = load_pipeline(
-        DEMO_PIPELINE,
-        [],
-        [chest, derm, f"pmc={corpus / 'pmc'}", f"dicom={corpus / 'dicom'}", f"nifti={corpus / 'nifti'}"],
-    )
+    cfg = load_pipeline(DEMO_PIPELINE, [], demo_inputs(corpus))
     first = curate(cfg.model_dump(), str(lake_root))
     extra = corpus / "labeled" / "dermatology" / "nevus" / "zz_new.png"
     Image.new("RGB", (64, 48), (120, 30, 60)).save(extra)

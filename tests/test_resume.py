@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import DEMO_PIPELINE
+from .conftest import DEMO_PIPELINE, demo_inputs
 
 pytestmark = pytest.mark.slow
 
@@ -20,11 +20,7 @@ pytestmark = pytest.mark.slow
 def _command(corpus: Path, lake: Path) -> list[str]:
     return [
         sys.executable, "-m", "medcurate.cli", "run", str(DEMO_PIPELINE), "--lake", str(lake), "--json",
-        "--input", f"chest-xray={corpus / 'labeled' / 'chest_xray'}",
-        "--input", f"dermatology={corpus / 'labeled' / 'dermatology'}",
-        "--input", f"pmc={corpus / 'pmc'}",
-        "--input", f"dicom={corpus / 'dicom'}",
-        "--input", f"nifti={corpus / 'nifti'}",
+        *[arg for value in demo_inputs(corpus) for arg in ("--input", value)],
         "--set", "engine.part_size=3",
     ]  # fmt: skip
 

@@ -42,6 +42,8 @@ def test_layout_and_size(corpus):
     assert paths == {
         "labeled_chest": root / "labeled" / "chest_xray",
         "labeled_derm": root / "labeled" / "dermatology",
+        "eval_derm_holdout": root / "eval" / "derm_holdout",
+        "eval_vqa_test": root / "eval" / "vqa_test",
         "pmc": root / "pmc",
         "pmc_cloud": root / "pmc-cloud",
         "dicom": root / "dicom",

@@ -220,38 +220,13 @@ def test_without_an_embed_model_both_stages_are_skipped_and_named(tmp_path: Path
 
 
 def _run_steps(config: dict, lake_root: Path) -> tuple[Lake, str, dict]:
-    """The flow's steps in order (plan, ingest, per-input stages, catalogue, dataset stages) on the
-    in-process engine, without Prefect: its temporary server costs more than this whole file."""
+    """The flow's steps on the local engine without Prefect, with every model stage attached."""
     from medcurate.config import PipelineConfig
-    from medcurate.engines import PartRef, make_engine
-    from medcurate.lake import Ledger
-    from medcurate.steps import (
-        apply_dataset_stage,
-        apply_map_stage,
-        assemble,
-        commit_catalogue,
-        ingest,
-        plan_run,
-    )
 
-    cfg = PipelineConfig.model_validate(config)
-    lake = Lake(str(lake_root))
-    plan = plan_run(cfg, lake)
+    from .conftest import run_steps
+
+    lake, plan, _, ledger = run_steps(PipelineConfig.model_validate(config), lake_root)
     assert plan.skipped_stages == []
-    engine = make_engine("local", lake, cfg.engine.batch_size)
-    try:
-        for source in plan.sources:
-            source.parts = ingest(lake, source, plan.run_id, cfg.engine.part_size)
-            for stage in plan.per_input_stages:
-                refs = [PartRef(part) for part in source.parts]
-                source.parts = apply_map_stage(lake, engine, stage, source.name, refs, plan.run_id)
-            commit_catalogue(lake, source, plan.run_id, [stage.name for stage in plan.per_input_stages])
-        ledger = Ledger(plan.run_id)
-        parts = assemble(plan.sources, ledger)
-        for stage in plan.dataset_stages:
-            parts = apply_dataset_stage(lake, engine, stage, parts, plan.run_id, ledger)
-    finally:
-        engine.close()
     return lake, plan.run_id, ledger.as_dict()
 
 
