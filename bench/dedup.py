@@ -63,17 +63,25 @@ def run_variant(kind: str, n: int, radius: int, queries: int) -> dict:
     )
     picked = np.unique(picked)
     codes = hashes.view(np.uint8).reshape(-1, 8)
-    start = time.perf_counter()
     index = faiss.IndexBinaryFlat(64)
-    index.add(codes)
-    lims, _, ids = index.range_search(codes[picked], radius + 1)  # faiss keeps distance < its radius
+    # faiss keeps distance < its radius
+    return sampled_brute_force(index, codes, picked, radius + 1, lambda: near_duplicate_pairs(hashes, radius))
+
+
+def sampled_brute_force(index, data: np.ndarray, picked: np.ndarray, faiss_radius, ours) -> dict:
+    """Exact faiss range search for the ``picked`` queries, its time extrapolated to all rows, and the
+    recall of ``ours()`` (all pairs) on the pairs those queries touch."""
+    n = len(data)
+    start = time.perf_counter()
+    index.add(data)
+    lims, _, ids = index.range_search(data[picked], faiss_radius)
     wall = time.perf_counter() - start
     rss = peak_rss_kib()
     query = np.repeat(picked, np.diff(lims.astype(np.int64)))
     truth = {(min(a, b), max(a, b)) for a, b in zip(query.tolist(), ids.tolist(), strict=True) if a != b}
-    ours = near_duplicate_pairs(hashes, radius)
-    touch = np.isin(ours[:, 0], picked) | np.isin(ours[:, 1], picked)
-    found = {(int(a), int(b)) for a, b in ours[touch, :2]}
+    pairs = ours()
+    touch = np.isin(pairs[:, 0], picked) | np.isin(pairs[:, 1], picked)
+    found = {(int(a), int(b)) for a, b in pairs[touch, :2]}
     return {
         "wall": wall * n / len(picked),
         "measured": wall,
@@ -147,26 +155,8 @@ def run_embedding_variant(kind: str, n: int, threshold: float, queries: int) -> 
     half = min(queries // 2, len(planted))
     sample = [rng.choice(planted.ravel(), half, replace=False), rng.choice(n, half)]
     picked = np.unique(np.concatenate(sample))
-    start = time.perf_counter()
-    index = faiss.IndexFlatIP(EMB_DIM)
-    index.add(x)
-    lims, _, ids = index.range_search(x[picked], threshold)  # exact; keeps inner product > threshold
-    wall = time.perf_counter() - start
-    rss = peak_rss_kib()
-    query = np.repeat(picked, np.diff(lims.astype(np.int64)))
-    truth = {(min(a, b), max(a, b)) for a, b in zip(query.tolist(), ids.tolist(), strict=True) if a != b}
-    ours = semantic_duplicate_pairs(x, threshold)
-    touch = np.isin(ours[:, 0], picked) | np.isin(ours[:, 1], picked)
-    found = {(int(a), int(b)) for a, b in ours[touch, :2]}
-    return {
-        "wall": wall * n / len(picked),
-        "measured": wall,
-        "queries": len(picked),
-        "rss": rss,
-        "pairs": len(truth),
-        "recall": len(truth & found) / len(truth) if truth else 1.0,
-        "extra": len(found - truth),
-    }
+    index = faiss.IndexFlatIP(EMB_DIM)  # exact; keeps inner product > threshold
+    return sampled_brute_force(index, x, picked, threshold, lambda: semantic_duplicate_pairs(x, threshold))
 
 
 def spawn_embeddings(kind: str, n: int, args: argparse.Namespace) -> dict:

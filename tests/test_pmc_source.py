@@ -25,7 +25,7 @@ from medcurate.sources.pmc.graphics import Rendition, renditions
 from medcurate.sources.pmc.licenses import normalize_license
 
 CTX = SourceContext(stat_cache=lambda uri, size, mtime_ns: None)
-CLASSIC_IDS = [f"PMC{1000000 + n}" for n in range(1, 15)]  # the listed packages (PMC1000015 is not)
+CLASSIC_IDS = [f"PMC{1000000 + n}" for n in (*range(1, 15), 16)]  # the listed packages (PMC1000015 is not)
 CLOUD_IDS = [f"PMC{2000000 + n}" for n in range(1, 5)]
 
 Read = dict[str, tuple[InputItem, list[dict[str, Any]]]]
