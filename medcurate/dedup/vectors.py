@@ -9,10 +9,8 @@ float vector is ~10 KB of JSON per sample that no consumer of the release asked 
 keyed by what determines them (the image bytes and the model), not by sample: a re-run, another run or
 another source with the same image embeds nothing again.
 
-Like ``models.cache``: each batch is one immutable file named by a hash of its keys (writers on
-different executors never collide, a crash loses at most the batch in flight), a key written once is
-never rewritten, and lookups read the key column of each file once per process (an index from key to
-file), then only the files that hold what was asked.
+Stored like ``models.cache``, through ``lake.keyed_files``: one immutable file per batch, named by its
+keys, a key written once never rewritten, lookups through a per-process key index.
 """
 
 from __future__ import annotations
@@ -22,9 +20,8 @@ from collections.abc import Sequence
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from medcurate.hashing import sha256_json
+from medcurate.lake.keyed_files import KeyedFiles
 from medcurate.lake.store import Lake
 from medcurate.models.spec import ModelSpec
 
@@ -56,56 +53,30 @@ class VectorStore:
     def __init__(self, lake: Lake, namespace: str):
         self.lake = lake
         self.folder = f"{VECTOR_ROOT}/{namespace}"
-        self._index: dict[str, str] = {}
-        self._indexed_files: set[str] = set()
-        self._lock = threading.Lock()
-
-    def _refresh(self) -> dict[str, str]:
-        """Index the files not indexed yet: all of them the first time, then only what others wrote."""
-        for rel in self.lake.walk_files(self.folder, suffix=".parquet"):
-            if rel not in self._indexed_files:
-                for key in self.lake.read_parquet(rel, columns=["key"]).column("key").to_pylist():
-                    self._index.setdefault(key, rel)
-                self._indexed_files.add(rel)
-        return self._index
-
-    def _known(self, keys: Sequence[str]) -> dict[str, str]:
-        """The index, refreshed from the lake only when it lacks one of ``keys`` (another process
-        may have written it: Spark executors embed, the driver reads)."""
-        with self._lock:
-            if not self._indexed_files or any(key not in self._index for key in keys):
-                self._refresh()
-            return self._index
+        # Executors embed and the driver reads: an unknown key re-reads what others wrote since.
+        self._files = KeyedFiles(lake, self.folder, "part")
 
     def __len__(self) -> int:
-        with self._lock:
-            return len(self._refresh())
+        return len(self._files)
 
     def missing(self, keys: Sequence[str]) -> list[str]:
         """The distinct ``keys`` with no vector yet, sorted."""
-        index = self._known(keys)
+        index = self._files.index(keys, refresh_on_miss=True)
         return sorted({key for key in keys if key not in index})
 
     def read(self, keys: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """(``[len(keys), d]`` float32 vectors, bool mask of the keys found); rows not found are 0."""
         keys = list(keys)
-        index = self._known(keys)
         uniq, inverse = np.unique(np.array(keys, dtype=object), return_inverse=True)
-        by_file: dict[str, list[str]] = {}
-        for key in uniq.tolist():
-            if key in index:
-                by_file.setdefault(index[key], []).append(key)
         found = np.zeros(len(uniq), bool)
         out: np.ndarray | None = None
-        for rel, wanted in sorted(by_file.items()):
-            table = self.lake.read_parquet(rel)
-            table = table.filter(pc.is_in(table.column("key"), pa.array(wanted, pa.string())))
+        for table in self._files.tables(keys, refresh_on_miss=True):
             rows = np.searchsorted(uniq, np.array(table.column("key").to_pylist(), dtype=object))
             vectors = table_vectors(table)
             if out is None:
                 out = np.zeros((len(uniq), vectors.shape[1]), np.float32)
             elif out.shape[1] != vectors.shape[1]:
-                raise ValueError(f"{self.folder}: {rel} holds {vectors.shape[1]}-d vectors, others not")
+                raise ValueError(f"{self.folder}: mixed {vectors.shape[1]}-d and {out.shape[1]}-d vectors")
             out[rows], found[rows] = vectors, True
         if out is None:
             out = np.zeros((len(uniq), 0), np.float32)
@@ -120,7 +91,7 @@ class VectorStore:
         vectors = np.asarray(vectors, dtype=np.float32)
         if vectors.ndim != 2 or len(vectors) != len(keys):
             raise ValueError(f"need one vector row per key: {len(keys)} keys, shape {vectors.shape}")
-        index = self._known(keys)
+        index = self._files.index(keys, refresh_on_miss=True)
         first: dict[str, int] = {}
         for row, key in enumerate(keys):
             if key not in index:
@@ -128,14 +99,7 @@ class VectorStore:
         if not first:
             return None
         new_keys = sorted(first)
-        rel = f"{self.folder}/part-{sha256_json(new_keys)[:20]}.parquet"
-        if not self.lake.exists(rel):
-            self.lake.write_parquet(rel, vector_table(new_keys, vectors[[first[k] for k in new_keys]]))
-        with self._lock:
-            for key in new_keys:
-                self._index.setdefault(key, rel)
-            self._indexed_files.add(rel)
-        return rel
+        return self._files.write(vector_table(new_keys, vectors[[first[k] for k in new_keys]]))
 
 
 _stores: dict[tuple[str, str], VectorStore] = {}

@@ -17,9 +17,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from medcurate.hashing import sha256_json
+from medcurate.lake.keyed_files import KeyedFiles
 from medcurate.lake.store import Lake
 
 CACHE_ROOT = "state/model_cache"
@@ -44,55 +43,27 @@ class ResultCache:
     def __init__(self, lake: Lake, namespace: str):
         self.lake = lake
         self.folder = f"{CACHE_ROOT}/{namespace}"
-        self._index: dict[str, str] | None = None
-        self._lock = threading.Lock()
-
-    def _load_index(self) -> dict[str, str]:
-        if self._index is None:
-            index: dict[str, str] = {}
-            for rel in self.lake.walk_files(self.folder, suffix=".parquet"):
-                for key in self.lake.read_parquet(rel, columns=["key"]).column("key").to_pylist():
-                    index.setdefault(key, rel)
-            self._index = index
-        return self._index
+        self._files = KeyedFiles(lake, self.folder, "batch")
 
     def __bool__(self) -> bool:
         """A cache is there even when empty (``__len__`` alone would make an empty one falsy)."""
         return True
 
     def __len__(self) -> int:
-        with self._lock:
-            return len(self._load_index())
+        return len(self._files.index())
 
     def get_many(self, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
         """Cached rows for the keys that have one."""
-        with self._lock:
-            index = self._load_index()
-            by_file: dict[str, list[str]] = {}
-            for key in set(keys):
-                if key in index:
-                    by_file.setdefault(index[key], []).append(key)
         found: dict[str, dict[str, Any]] = {}
-        for rel, wanted in sorted(by_file.items()):
-            table = self.lake.read_parquet(rel)
-            table = table.filter(pc.is_in(table.column("key"), pa.array(sorted(wanted))))
+        for table in self._files.tables(set(keys)):
             for row in table.to_pylist():
                 found.setdefault(row["key"], row)
         return found
 
     def put(self, rows: Sequence[Mapping[str, Any]]) -> None:
         """Write one batch of results as one immutable file (atomically) and index it."""
-        if not rows:
-            return
-        table = pa.Table.from_pylist([dict(row) for row in rows], CACHE_SCHEMA)
-        keys = sorted(table.column("key").to_pylist())
-        rel = f"{self.folder}/batch-{sha256_json(keys)[:20]}.parquet"
-        if not self.lake.exists(rel):
-            self.lake.write_parquet(rel, table.sort_by("key"))
-        with self._lock:
-            index = self._load_index()
-            for key in keys:
-                index.setdefault(key, rel)
+        if rows:
+            self._files.write(pa.Table.from_pylist([dict(row) for row in rows], CACHE_SCHEMA))
 
 
 _caches: dict[tuple[str, str], ResultCache] = {}
