@@ -20,10 +20,10 @@ import numpy as np
 from PIL import Image
 
 from medcurate.config import PipelineConfig
-from medcurate.engines import PartRef, make_engine
-from medcurate.lake import Lake, Ledger
+from medcurate.engines import make_engine
+from medcurate.lake import Lake
 from medcurate.release.builder import ReleaseSettings, build_release
-from medcurate.steps import apply_map_stage, assemble, commit_catalogue, ingest, iter_sorted_records, plan_run
+from medcurate.steps import iter_sorted_records, plan_run, run_stages
 
 MAX_SIDE, QUALITY = 512, 90
 
@@ -81,14 +81,7 @@ def medcurate_run(source_dir: Path, lake_dir: Path) -> int:
     lake = Lake(str(lake_dir))
     plan = plan_run(cfg, lake)
     engine = make_engine("local", lake, cfg.engine.batch_size)
-    (source,) = plan.sources
-    source.parts = ingest(lake, source, plan.run_id, cfg.engine.part_size)
-    for stage in plan.per_input_stages:
-        parts = [PartRef(p) for p in source.parts]
-        source.parts = apply_map_stage(lake, engine, stage, source.name, parts, plan.run_id)
-    commit_catalogue(lake, source, plan.run_id, [s.name for s in plan.per_input_stages])
-    ledger = Ledger(plan.run_id)
-    parts = assemble(plan.sources, ledger)
+    parts, ledger = run_stages(lake, engine, plan, cfg.engine.part_size)
     outcome = build_release(
         lake, ReleaseSettings(**cfg.release.model_dump()), iter_sorted_records(lake, parts),
         config=cfg.model_dump(), config_hash=cfg.config_hash, run_id=plan.run_id, ledger=ledger.as_dict,

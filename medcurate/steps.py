@@ -14,7 +14,7 @@ changed, and a crash loses at most the part in flight.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -292,6 +292,38 @@ def _count_derived(lake: Lake, stage_name: str, outputs: list[str], ledger: Ledg
             last = row["lineage"][-1] if row["lineage"] else {}
             if last.get("stage") == stage_name and last.get("decision") == "derived":
                 ledger.source(row["source"]["dataset"]).derived += 1
+
+
+#: Wraps one step before it is called, given a name for this call (the flow makes it a Prefect task).
+StepWrapper = Callable[[Callable[..., Any], str], Callable[..., Any]]
+
+
+def _as_is(step: Callable[..., Any], name: str) -> Callable[..., Any]:
+    return step
+
+
+def run_stages(
+    lake: Lake, engine: Engine, plan: RunPlan, part_size: int, wrap: StepWrapper = _as_is
+) -> tuple[list[PartRef], Ledger]:
+    """Every step of a run before the release, in order: per source, ingest its new inputs, run the
+    per-input stages and commit its catalogue; then the dataset stages over everything listed.
+
+    One sequence for the Prefect flow (``wrap`` makes each call a named task), tests and benchmarks.
+    """
+    for source in plan.sources:
+        source.parts = wrap(ingest, f"ingest-{source.name}")(lake, source, plan.run_id, part_size)
+        for stage in plan.per_input_stages:
+            source.parts = wrap(apply_map_stage, f"{stage.name}-{source.name}")(
+                lake, engine, stage, source.name, [PartRef(p) for p in source.parts], plan.run_id
+            )
+        wrap(commit_catalogue, f"catalogue-{source.name}")(
+            lake, source, plan.run_id, [s.name for s in plan.per_input_stages]
+        )
+    ledger = Ledger(plan.run_id)
+    parts = wrap(assemble, "assemble")(plan.sources, ledger)
+    for stage in plan.dataset_stages:
+        parts = wrap(apply_dataset_stage, stage.name)(lake, engine, stage, parts, plan.run_id, ledger)
+    return parts, ledger
 
 
 def iter_sorted_records(lake: Lake, parts: list[PartRef], batch_rows: int = 256) -> Iterator[dict[str, Any]]:

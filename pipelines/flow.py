@@ -18,7 +18,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from medcurate.config import PipelineConfig
-from medcurate.engines import PartRef, make_engine
+from medcurate.engines import make_engine
 from medcurate.lake import Lake, Ledger, default_lake_uri
 from medcurate.models.registry import unload_all
 from medcurate.release.builder import ReleaseSettings, build_release
@@ -31,6 +31,7 @@ from medcurate.steps import (
     ingest,
     iter_sorted_records,
     plan_run,
+    run_stages,
 )
 
 TRANSIENT = (ConnectionError, TimeoutError, InterruptedError, BlockingIOError)
@@ -66,6 +67,18 @@ catalogue_task = _step(commit_catalogue, "catalogue")
 assemble_task = _step(assemble, "assemble")
 dataset_stage_task = _step(apply_dataset_stage, "dataset-stage")
 release_task = _step(build_release, "release")
+_TASKS = {
+    ingest: ingest_task,
+    apply_map_stage: map_stage_task,
+    commit_catalogue: catalogue_task,
+    assemble: assemble_task,
+    apply_dataset_stage: dataset_stage_task,
+}
+
+
+def _as_task(step: Any, name: str) -> Any:
+    """The step's Prefect task, named for this call (ingest-<source>, <stage>-<source>, ...)."""
+    return _TASKS[step].with_options(name=name)
 
 
 @dataclass
@@ -106,23 +119,7 @@ def curate(config: dict[str, Any], lake_uri: str | None = None) -> RunSummary:
         logger.warning("skipped model stage %s (attach one with --model ROLE=PATH)", skipped)
     engine = make_engine(cfg.engine.kind, lake, cfg.engine.batch_size, cfg.engine.spark.model_dump())
     try:
-        for source in plan.sources:
-            source.parts = ingest_task.with_options(name=f"ingest-{source.name}")(
-                lake, source, plan.run_id, cfg.engine.part_size
-            )
-            for stage in plan.per_input_stages:
-                source.parts = map_stage_task.with_options(name=f"{stage.name}-{source.name}")(
-                    lake, engine, stage, source.name, [PartRef(p) for p in source.parts], plan.run_id
-                )
-            catalogue_task.with_options(name=f"catalogue-{source.name}")(
-                lake, source, plan.run_id, [s.name for s in plan.per_input_stages]
-            )
-        ledger = Ledger(plan.run_id)
-        parts = assemble_task(plan.sources, ledger)
-        for stage in plan.dataset_stages:
-            parts = dataset_stage_task.with_options(name=stage.name)(
-                lake, engine, stage, parts, plan.run_id, ledger
-            )
+        parts, ledger = run_stages(lake, engine, plan, cfg.engine.part_size, _as_task)
     finally:
         engine.close()
         unload_all()  # free accelerator memory held by in-process models

@@ -73,35 +73,19 @@ def copy_corpus(corpus_root, tmp_path):
 
 
 def run_steps(cfg, lake_root: Path):
-    """The flow's steps in order on the local engine, without Prefect (whose harness costs ~40 s).
+    """The run's steps on the local engine without Prefect (whose harness costs ~40 s).
 
     For fast tests of a stage inside a real run; returns (lake, plan, final parts, ledger).
     """
-    from medcurate.engines import PartRef, make_engine
-    from medcurate.lake import Lake, Ledger
-    from medcurate.steps import (
-        apply_dataset_stage,
-        apply_map_stage,
-        assemble,
-        commit_catalogue,
-        ingest,
-        plan_run,
-    )
+    from medcurate.engines import make_engine
+    from medcurate.lake import Lake
+    from medcurate.steps import plan_run, run_stages
 
     lake = Lake(str(lake_root))
     plan = plan_run(cfg, lake)
     engine = make_engine("local", lake, cfg.engine.batch_size)
     try:
-        for source in plan.sources:
-            source.parts = ingest(lake, source, plan.run_id, cfg.engine.part_size)
-            for stage in plan.per_input_stages:
-                refs = [PartRef(part) for part in source.parts]
-                source.parts = apply_map_stage(lake, engine, stage, source.name, refs, plan.run_id)
-            commit_catalogue(lake, source, plan.run_id, [stage.name for stage in plan.per_input_stages])
-        ledger = Ledger(plan.run_id)
-        parts = assemble(plan.sources, ledger)
-        for stage in plan.dataset_stages:
-            parts = apply_dataset_stage(lake, engine, stage, parts, plan.run_id, ledger)
+        parts, ledger = run_stages(lake, engine, plan, cfg.engine.part_size)
     finally:
         engine.close()
     return lake, plan, parts, ledger
