@@ -47,7 +47,7 @@ def choose_bands(n: int, radius: int) -> int:
     return min(range(radius + 1, min(64, radius + 8) + 1), key=cost)
 
 
-def _run_pairs(starts: np.ndarray, lengths: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def run_pairs(starts: np.ndarray, lengths: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Positions (p, p + d) of every pair inside each run, one offset d at a time.
 
     Yielding per offset keeps memory at O(n) however many pairs a bucket holds; a run of length L
@@ -69,7 +69,7 @@ def _run_pairs(starts: np.ndarray, lengths: np.ndarray) -> Iterator[tuple[np.nda
         d += 1
 
 
-def _runs(sorted_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def equal_runs(sorted_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(start, length) of each run of equal values in a sorted array."""
     if not len(sorted_values):
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
@@ -96,8 +96,8 @@ def _banded_pairs(hashes: np.ndarray, radius: int, bands: int | None) -> np.ndar
     for subset in combinations(masks, bands - radius):
         keys = hashes & np.uint64(sum(subset))
         order = np.argsort(keys)
-        starts, lengths = _runs(keys[order])
-        for a, b in _run_pairs(starts, lengths):
+        starts, lengths = equal_runs(keys[order])
+        for a, b in run_pairs(starts, lengths):
             i, j = order[a], order[b]
             dist = _popcount(hashes[i] ^ hashes[j])
             ok = dist <= radius
@@ -135,7 +135,7 @@ def near_duplicate_pairs(
     i = members[first[upairs[pid, 0]] + local // cv[pid]]
     j = members[first[upairs[pid, 1]] + local % cv[pid]]
     parts = [np.column_stack([np.minimum(i, j), np.maximum(i, j), upairs[pid, 2]])]
-    for a, b in _run_pairs(first, counts):
+    for a, b in run_pairs(first, counts):
         i, j = members[a], members[b]
         parts.append(np.column_stack([np.minimum(i, j), np.maximum(i, j), np.zeros(len(a), np.int64)]))
     out = np.concatenate(parts).astype(np.int64)

@@ -51,7 +51,7 @@ def _sort_keys(columns: Mapping[str, Sequence[Any]], rows: np.ndarray, quality_s
     """One ascending numpy key per criterion (smaller wins) for the given rows."""
     lic_rank = {lic: r for r, lic in enumerate(LICENSE_ORDER)}
     ids = np.array([columns["sample_id"][k] for k in rows])
-    years = [columns["article.year"][k] if "article.year" in columns else None for k in rows]
+    years = [columns["article.year"][k] for k in rows]
     return {
         "quality": np.array([-_score(columns["scores"][k], quality_score) for k in rows]),
         "license": np.array([lic_rank.get(columns["source.license"][k], len(lic_rank)) for k in rows]),
@@ -67,6 +67,15 @@ def _sort_keys(columns: Mapping[str, Sequence[Any]], rows: np.ndarray, quality_s
     }
 
 
+def _ranks(columns: Mapping[str, Sequence[Any]], rows: np.ndarray, keep: Sequence[str], quality_score: str):
+    """Each row's place in the keep order (0: the copy to keep before all others)."""
+    keys = _sort_keys(columns, rows, quality_score)
+    order = np.lexsort(tuple(keys[c] for c in reversed([*keep, "sample_id"])))
+    ranks = np.empty(len(rows), np.int64)
+    ranks[order] = np.arange(len(rows))
+    return ranks
+
+
 def preference_order(
     columns: Mapping[str, Sequence[Any]],
     rows: np.ndarray,
@@ -75,10 +84,7 @@ def preference_order(
 ) -> np.ndarray:
     """Positions into ``rows``, the copy to keep first: for stages that pick survivors greedily."""
     rows = np.asarray(rows, dtype=np.int64)
-    if not len(rows):
-        return rows
-    keys = _sort_keys(columns, rows, quality_score)
-    return np.lexsort(tuple(keys[c] for c in reversed([*keep, "sample_id"])))
+    return np.argsort(_ranks(columns, rows, keep, quality_score)) if len(rows) else rows
 
 
 def kept_members(
@@ -96,9 +102,7 @@ def kept_members(
     labels = np.asarray(labels, dtype=np.int64)
     if not len(rows):
         return rows
-    keys = _sort_keys(columns, rows, quality_score)
-    criteria = [*keep, "sample_id"]
-    order = np.lexsort(tuple(keys[c] for c in reversed(criteria)) + (labels,))
+    order = np.lexsort((_ranks(columns, rows, keep, quality_score), labels))
     sorted_labels = labels[order]
     first = np.r_[True, sorted_labels[1:] != sorted_labels[:-1]]
     winner_of = dict(zip(sorted_labels[first].tolist(), rows[order[first]].tolist(), strict=True))

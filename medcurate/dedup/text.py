@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from medcurate.dedup.hashes import _run_pairs, _runs
+from medcurate.dedup.hashes import equal_runs, run_pairs
 
 DEFAULT_SHINGLE = 3
 DEFAULT_NUM_PERM = 128
@@ -166,7 +166,7 @@ def lsh_candidates(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
 
     Each band's values are folded into one 64-bit key (a collision only adds a candidate, which
     verification removes); sorting the keys puts every bucket in one run, whose pairs are listed one
-    offset at a time (``hashes._run_pairs``: memory O(n) however full a bucket is). A pair is kept
+    offset at a time (``hashes.run_pairs``: memory O(n) however full a bucket is). A pair is kept
     as the one int64 i * n + j so that de-duplicating across bands is a 1-D ``np.unique``.
     """
     n = len(signatures)
@@ -176,8 +176,8 @@ def lsh_candidates(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
         for col in range(band * rows, (band + 1) * rows):
             key = _mix(key ^ signatures[:, col].astype(np.uint64))
         order = np.argsort(key, kind="stable")
-        starts, lengths = _runs(key[order])
-        for a, b in _run_pairs(starts, lengths):
+        starts, lengths = equal_runs(key[order])
+        for a, b in run_pairs(starts, lengths):
             i, j = order[a].astype(np.int64), order[b].astype(np.int64)
             found.append(np.minimum(i, j) * n + np.maximum(i, j))
     if not found:
