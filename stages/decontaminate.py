@@ -64,6 +64,13 @@ class DecontaminateStage(GlobalStage):
         self.fine_radius = int(p["fine_radius"])
         self.normalize = dict(p["normalize"] or {})
         self._config_hash: str | None = None
+        self._listings: list[list[Any]] | None = None
+
+    def listings(self) -> list[list[Any]]:
+        """Each set's listing (file stats), made once: the config hash and the index key share it."""
+        if self._listings is None:
+            self._listings = [listing(spec) for spec in self.specs]
+        return self._listings
 
     @property
     def config_hash(self) -> str:
@@ -78,13 +85,16 @@ class DecontaminateStage(GlobalStage):
                     "stage": self.name,
                     "version": self.version,
                     "params": dict(self.params),
-                    "eval_sets": [sha256_json(listing(spec)) for spec in self.specs],
+                    "eval_sets": [sha256_json(facts) for facts in self.listings()],
                 }
             )[:16]
         return self._config_hash
 
     def indexes(self, lake: Lake | None) -> list[EvalIndex]:
-        return [load_index(spec, self.normalize, lake) for spec in self.specs]
+        return [
+            load_index(spec, self.normalize, lake, facts=facts)
+            for spec, facts in zip(self.specs, self.listings(), strict=True)
+        ]
 
     def fit(self, table: pa.Table, ctx: StageContext | None = None) -> Matches:
         """Match every active record against each set's index; write the per-set summary."""

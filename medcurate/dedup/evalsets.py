@@ -431,9 +431,13 @@ def load_index(
     normalize: Mapping[str, Any] | None,
     lake: Lake | None = None,
     fingerprinter: Fingerprinter | None = None,
+    facts: list[Any] | None = None,
 ) -> EvalIndex:
-    """The set's index: read from the lake cache when the listing is unchanged, else built and cached."""
-    facts = listing(spec)
+    """The set's index: read from the lake cache when the listing is unchanged, else built and cached.
+
+    ``facts``: the set's ``listing`` when the caller already made it (the stage's config hash did).
+    """
+    facts = listing(spec) if facts is None else facts
     rel = cache_rel(spec, index_key(spec, facts, normalize))
     if lake is not None and lake.exists(rel):
         return EvalIndex(spec.name, lake.read_parquet(rel).cast(INDEX_SCHEMA), rel, cached=True)
