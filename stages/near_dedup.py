@@ -41,8 +41,8 @@ DEFAULTS: dict[str, Any] = {
     "quality_score": DEFAULT_QUALITY_SCORE,
 }
 
-#: sample_id -> (group id, kept sample_id, bits from the kept one, method: "phash" or "phash:<view>").
-NearState = dict[str, tuple[str, str, int, str]]
+#: sample_id -> (kept sample_id, which names the group; bits from it; method: "phash" or "phash:<view>").
+NearState = dict[str, tuple[str, int, str]]
 
 
 def _hex(value: str) -> int:
@@ -144,18 +144,15 @@ class NearDedupStage(GlobalStage):
         for (a, b), (bits, method) in best.items():
             neighbours.setdefault(a, []).append((b, bits, method))
             neighbours.setdefault(b, []).append((a, bits, method))
-        claimed: set[int] = set()
         state: NearState = {}
         for centre in order.tolist():
-            if centre in claimed or centre not in neighbours:
-                continue
+            if ids[centre] in state or centre not in neighbours:
+                continue  # claimed already, or near nothing
             free = [(n, bits, m) for n, bits, m in neighbours[centre] if ids[n] not in state]
-            if not free:
-                continue
-            state[ids[centre]] = (ids[centre], ids[centre], 0, "phash")
-            for n, bits, method in free:
-                claimed.add(n)
-                state[ids[n]] = (ids[centre], ids[centre], bits, method)
+            if free:
+                state[ids[centre]] = (ids[centre], 0, "phash")
+                for n, bits, method in free:
+                    state[ids[n]] = (ids[centre], bits, method)
         return state
 
     def bind(self, state: NearState) -> ApplyNearDedup:
@@ -174,8 +171,8 @@ class ApplyNearDedup(RecordStage):
         entry = self.groups.get(record["sample_id"])
         if entry is None:
             return record, {}
-        group, kept, distance, method = entry
-        record["dedup"] = {**(record["dedup"] or {}), "near_group": group}
+        kept, distance, method = entry
+        record["dedup"] = {**(record["dedup"] or {}), "near_group": kept}
         if kept != record["sample_id"]:
             record["dedup"].update(duplicate_of=kept, method=method, distance=float(distance))
             raise Filter(

@@ -109,7 +109,7 @@ def test_stage_keeps_preferred_copy() -> None:
     for keep, winner in ((["license"], "b-small"), (["resolution"], "a-base")):
         stage = make_stage("near_dedup", {"keep": keep})
         state = stage.fit(fit_table([{**r, "scores": []} for r in records], stage))
-        assert {entry[1] for entry in state.values()} == {winner}
+        assert {entry[0] for entry in state.values()} == {winner}
 
 
 def fit_table(records: list[dict], stage) -> pa.Table:
@@ -195,6 +195,6 @@ def test_slices_of_one_series_are_not_duplicates_of_each_other() -> None:
         record["scan"] = {"series_pseudonym": series}
     stage = make_stage("near_dedup", {"keep": ["sample_id"]})
     state = stage.fit(fit_table(records, stage))
-    assert {sid: entry[1] for sid, entry in state.items()} == {"a-s1": "a-s1", "c-s2": "a-s1"}
+    assert {sid: entry[0] for sid, entry in state.items()} == {"a-s1": "a-s1", "c-s2": "a-s1"}
     everything = make_stage("near_dedup", {"ignore_within": []})
     assert len(everything.fit(fit_table(records, everything))) == 3
