@@ -200,6 +200,12 @@ def test_bad_config_is_refused(tmp_path: Path) -> None:
     twice = [{"name": "x", "kind": "images", "uri": str(tmp_path)}] * 2
     with pytest.raises(ValueError, match="unique"):
         make_stage("decontaminate", {"eval_sets": twice})
+    # A configured set that is not there stops the run at planning, before anything ships unchecked.
+    gone = make_stage(
+        "decontaminate", {"eval_sets": [{"name": "x", "kind": "images", "uri": str(tmp_path / "no")}]}
+    )
+    with pytest.raises(FileNotFoundError, match="eval set 'x': .* is not a folder"):
+        gone.config_hash  # noqa: B018 - the property is what planning reads
 
 
 def test_relative_uri_resolves_against_the_working_directory(images_set: Path, monkeypatch) -> None:

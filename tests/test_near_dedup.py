@@ -198,3 +198,12 @@ def test_slices_of_one_series_are_not_duplicates_of_each_other() -> None:
     assert {sid: entry[0] for sid, entry in state.items()} == {"a-s1": "a-s1", "c-s2": "a-s1"}
     everything = make_stage("near_dedup", {"ignore_within": []})
     assert len(everything.fit(fit_table(records, everything))) == 3
+
+
+def test_records_without_the_fine_hash_are_refused_by_name() -> None:
+    """Records from before normalize v2 cannot be confirmed: the error names the record and the fix."""
+    records = [normalized(sid, base_image()) for sid in ("a", "b")]
+    records[1]["image"]["phash_fine"] = None
+    stage = make_stage("near_dedup", {})
+    with pytest.raises(ValueError, match="b has no phash_fine; re-run normalize"):
+        stage.fit(fit_table(records, stage))
