@@ -476,3 +476,23 @@ def test_end_to_end_release_card_counts_the_eval_set(tmp_path: Path, monkeypatch
     assert outcome.release.info["decontamination"]["derm-test"]["removed"] == 1
     card = (lake.local_path(outcome.release.path) / "card.md").read_text()
     assert "| derm-test | 1 | 0 | 1 | 1 |" in card and "| eval_overlap | 1 |" in card
+
+
+def test_run_identity_follows_the_sets_content_not_its_file_times(tmp_path: Path) -> None:
+    """The same set rewritten (a fresh copy: new mtimes) names the same run; changed bytes another."""
+    import os
+
+    image = tmp_path / "eval" / "x.png"
+    image.parent.mkdir()
+    image.write_bytes(b"\x89PNG not really an image")
+
+    def config_hash() -> str:
+        spec = {"name": "s", "kind": "images", "uri": str(image.parent)}
+        return make_stage("decontaminate", {"eval_sets": [spec]}).config_hash
+
+    before = config_hash()
+    image.write_bytes(image.read_bytes())
+    os.utime(image, ns=(1, 1))
+    assert config_hash() == before
+    image.write_bytes(b"\x89PNG not really an imagf")  # same size, other bytes
+    assert config_hash() != before

@@ -15,8 +15,8 @@ Every image goes through ``NormalizeStage.apply`` exactly like a training image,
 and decompression bombs are not fatal: they become rows with an ``error`` and are counted.
 
 Indexes are cached in the lake under ``state/evalsets/<name>/<key>.parquet``; the key hashes the
-listing (relative paths, sizes and mtimes, never the contents) and the fingerprint params, so a
-nightly run stats the set and reads one parquet file instead of decoding every image again.
+listing (relative paths, sizes and content sha256) and the fingerprint params, so a nightly run
+hashes the set's files and reads one parquet file instead of decoding every image again.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from medcurate.hashing import sha256_json
+from medcurate.hashing import sha256_json, sha256_stream
 from medcurate.lake.store import Lake
 from medcurate.schemas.record import new_record
 from medcurate.stages.base import Exclude, StageContext
@@ -181,15 +181,21 @@ def _suffix(name: str) -> str:
     return PurePosixPath(name).suffix.lower()
 
 
-def _file_facts(path: Path) -> tuple[int, int] | str:
-    """(size, mtime_ns) of a regular file, or why it cannot be read (code: detail)."""
+def _file_facts(path: Path) -> tuple[int, str] | str:
+    """(size, sha256) of a regular file, or why it cannot be read (code: detail).
+
+    Content, not mtime: the listing names the run (through the stage's config hash), and a copy of
+    the same set on another machine must give the same run and release hash. Hashing is cheap next
+    to fingerprinting (decoding every image), which the cached index still saves.
+    """
     try:
         st = path.stat()
+        if not stat.S_ISREG(st.st_mode):
+            return "not_a_file: not a regular file"
+        with path.open("rb") as stream:
+            return st.st_size, sha256_stream(stream)
     except OSError as exc:
         return f"missing_file: {exc.strerror}"
-    if not stat.S_ISREG(st.st_mode):
-        return "not_a_file: not a regular file"
-    return st.st_size, st.st_mtime_ns
 
 
 def _unsafe_name(name: str) -> str | None:
@@ -395,7 +401,7 @@ _READERS: dict[str, Callable[[EvalSetSpec, list[Any], Fingerprinter], Iterator[R
 
 
 def listing(spec: EvalSetSpec) -> list[Any]:
-    """What identifies the set's current contents cheaply: relative names with (size, mtime_ns)."""
+    """What identifies the set's current contents: relative names with (size, sha256)."""
     return _LISTINGS[spec.kind](spec)
 
 
