@@ -16,8 +16,15 @@ others. Ours (``semantic_duplicate_pairs``: k-means, 2 probes, exact within clus
 ``--emb-queries`` queries (half planted, half random) against all vectors, extrapolated to N queries.
 Recall is given twice: against brute force's pairs that touch those queries, and against every planted pair.
 
-    python bench/dedup.py [--part hashes|embeddings|all] [--n 1000000] [--radius 8] [--queries 20000]
-                          [--emb-n 200000] [--emb-queries 10000] [--threshold 0.95]
+The incremental part (``--part incremental``) is a nightly run of ``near_dedup`` over ``--n`` hashes kept
+by the released run (settled: no pair among them) plus ``--new`` new ones, 1% of them copies of settled
+hashes: the full search (every pair of all N + new) against the incremental one (new x new plus new x
+settled, ``near_duplicate_cross_pairs``), one process each; recall is of the full search's pairs that
+touch a new hash (must be 1.0: those are the only pairs a settled index does not already rule out).
+
+    python bench/dedup.py [--part hashes|embeddings|incremental|all] [--n 1000000] [--radius 8]
+                          [--queries 20000] [--emb-n 200000] [--emb-queries 10000] [--threshold 0.95]
+                          [--new 10000]
 """
 
 from __future__ import annotations
@@ -193,12 +200,16 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1_000_000)
     parser.add_argument("--radius", type=int, default=8)
     parser.add_argument("--queries", type=int, default=20_000)
-    parser.add_argument("--part", choices=["hashes", "embeddings", "all"], default="all")
+    parser.add_argument("--part", choices=["hashes", "embeddings", "incremental", "all"], default="all")
+    parser.add_argument("--new", type=int, default=10_000)
     parser.add_argument("--emb-n", type=int, default=200_000)
     parser.add_argument("--emb-queries", type=int, default=10_000)
     parser.add_argument("--threshold", type=float, default=0.95)
-    parser.add_argument("--variant", choices=["ours", "faiss", "sem-ours", "sem-exact"])
+    parser.add_argument("--variant", choices=["ours", "faiss", "sem-ours", "sem-exact", *INCREMENTAL])
     args = parser.parse_args()
+    if args.variant in INCREMENTAL:
+        print(json.dumps(run_incremental_variant(args.variant, args.n, args.new, args.radius)))
+        return
     if args.variant in ("sem-ours", "sem-exact"):
         print(json.dumps(run_embedding_variant(args.variant, args.emb_n, args.threshold, args.emb_queries)))
         return
@@ -209,6 +220,80 @@ def main() -> None:
         hash_main(args)
     if args.part in ("embeddings", "all"):
         embedding_main(args)
+    if args.part in ("incremental", "all"):
+        incremental_main(args)
+
+
+INCREMENTAL = ("incr-full", "incr-new")
+
+
+def generate_nightly(n: int, new: int, radius: int, seed: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """(settled hashes with no pair within ``radius``, new hashes of which 1% copy a settled one)."""
+    rng = np.random.default_rng(seed)
+    settled = rng.integers(0, 2**64 - 1, n, dtype=np.uint64, endpoint=True)
+    from medcurate.dedup import near_duplicate_pairs
+
+    clash = near_duplicate_pairs(settled, radius)  # random 64-bit hashes rarely clash; drop any that do
+    settled = np.delete(settled, np.unique(clash[:, 1])) if len(clash) else settled
+    fresh = rng.integers(0, 2**64 - 1, new, dtype=np.uint64, endpoint=True)
+    copies = max(1, new // 100)
+    flips = rng.integers(1, radius + 1, copies)
+    for k, src in enumerate(rng.integers(0, len(settled), copies)):
+        bits = rng.choice(64, size=int(flips[k]), replace=False)
+        fresh[k] = settled[src] ^ np.uint64(sum(1 << int(b) for b in bits))
+    return settled, fresh
+
+
+def run_incremental_variant(kind: str, n: int, new: int, radius: int) -> dict:
+    from medcurate.dedup import near_duplicate_cross_pairs, near_duplicate_pairs
+
+    settled, fresh = generate_nightly(n, new, radius)
+    start = time.perf_counter()
+    if kind == "incr-full":
+        every = near_duplicate_pairs(np.concatenate([settled, fresh]), radius)
+        touching = every[every[:, 1] >= len(settled)]  # pairs are (i < j): j is the new one
+        found = {(int(a), int(b)) for a, b, _ in touching.tolist()}
+    else:
+        among = near_duplicate_pairs(fresh, radius) + np.array([len(settled), len(settled), 0])
+        cross = near_duplicate_cross_pairs(fresh, settled, radius)
+        found = {(int(a), int(b)) for a, b, _ in among.tolist()}
+        found |= {(int(b), int(q) + len(settled)) for q, b, _ in cross.tolist()}
+    wall = time.perf_counter() - start
+    return {"wall": wall, "rss": peak_rss_kib(), "pairs": sorted(found), "settled": len(settled)}
+
+
+def incremental_main(args: argparse.Namespace) -> None:
+    """A nightly run's pair search, full vs incremental, same data, one process each."""
+    runs = {}
+    for kind in INCREMENTAL:
+        command = [__file__, "--variant", kind, "--n", str(args.n), "--new", str(args.new)]
+        runs[kind] = run_child([*command, "--radius", str(args.radius)], kind)
+    full, incr = runs["incr-full"], runs["incr-new"]
+    expected = {tuple(p) for p in full["pairs"]}
+    got = {tuple(p) for p in incr["pairs"]}
+    recall = len(expected & got) / len(expected) if expected else 1.0
+    mib = 1024
+    table = [
+        (
+            "variant",
+            "settled",
+            "new",
+            "wall s",
+            "peak RSS MiB",
+            "pairs with a new hash",
+            "recall",
+            "vs baseline",
+        )
+    ]
+    for label, r, ratio in (
+        ("full search (baseline)", full, "1.0x"),
+        ("incremental (new x new + new x settled)", incr, f"{full['wall'] / incr['wall']:.1f}x faster"),
+    ):
+        row = (label, f"{r['settled']:,}", f"{args.new:,}", f"{r['wall']:.2f}", f"{r['rss'] / mib:.0f}")
+        table.append((*row, f"{len(r['pairs']):,}", f"{recall:.4f}" if r is incr else "exact", ratio))
+    print(f"\nnightly near_dedup search, radius {args.radius}; 1% of new hashes copy a settled one\n")
+    print_markdown(table)
+    print(f"\nextra pairs found by the incremental search only: {len(got - expected)} (must be 0)")
 
 
 def hash_main(args: argparse.Namespace) -> None:

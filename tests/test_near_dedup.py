@@ -119,11 +119,18 @@ def fit_table(records: list[dict], stage) -> pa.Table:
 
 
 @pytest.mark.parametrize("brute_max", [0, 1 << 22])
-def test_cross_pairs_equal_brute_force(brute_max: int) -> None:
+@pytest.mark.parametrize("fewer_queries", [True, False])  # the smaller side is sorted in each pass
+@pytest.mark.parametrize("dense_key_bits", [22, 0])  # key lookup by dense table, by binary search
+def test_cross_pairs_equal_brute_force(
+    brute_max: int, fewer_queries: bool, dense_key_bits: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("medcurate.dedup.hashes.DENSE_KEY_BITS", dense_key_bits)
     rng = np.random.default_rng(7)
     base = planted(3000, 6, seed=1)
     near = base[rng.choice(len(base), 200)] ^ np.uint64(0b101 << 9)
     queries = np.concatenate([near, planted(300, 6, seed=2), base[:3]])
+    if not fewer_queries:
+        queries, base = base, queries
     got = near_duplicate_cross_pairs(queries, base, 6, brute_max=brute_max)
     dist = np.bitwise_count(queries[:, None] ^ base[None, :]).astype(np.int64)
     q, b = np.nonzero(dist <= 6)

@@ -27,14 +27,58 @@ def _popcount(x: np.ndarray) -> np.ndarray:
     return np.bitwise_count(x).astype(np.int64)
 
 
-def _band_masks(bands: int) -> list[int]:
-    """``bands`` contiguous bit masks covering all 64 bits, widths differing by at most one."""
+def _band_ranges(bands: int) -> list[tuple[int, int]]:
+    """``bands`` contiguous (first bit, width) ranges covering all 64 bits, widths within one."""
     edges = np.linspace(0, 64, bands + 1).round().astype(int)
-    return [((1 << int(hi)) - 1) ^ ((1 << int(lo)) - 1) for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
+    return [(int(lo), int(hi - lo)) for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
 
 
-def choose_bands(n: int, radius: int) -> int:
-    """Band count minimising passes × (sort + expected candidates), for uniformly spread hashes.
+def _band_masks(bands: int) -> list[int]:
+    """The bit mask of each of ``_band_ranges``."""
+    return [((1 << width) - 1) << lo for lo, width in _band_ranges(bands)]
+
+
+#: Keys of up to this many bits are looked up in a dense table instead of by binary search.
+DENSE_KEY_BITS = 22
+
+
+def _dense_keys(hashes: np.ndarray, ranges: tuple[tuple[int, int], ...]) -> np.ndarray:
+    """The bits of ``ranges`` packed into a small integer (a table index)."""
+    key = np.zeros(len(hashes), np.int64)
+    offset = 0
+    for lo, width in ranges:
+        part = (hashes >> np.uint64(lo)) & np.uint64((1 << width) - 1)
+        key |= part.astype(np.int64) << offset
+        offset += width
+    return key
+
+
+def _lookup(base: np.ndarray, queries: np.ndarray, ranges: tuple[tuple[int, int], ...]):
+    """(order of base by key, first position and count of each query's key in that order).
+
+    Binary search of a million keys into a small sorted base costs ~90 ms a pass (cache misses);
+    a dense table of counts answers the same in a few ms when the key is narrow.
+    """
+    width = sum(w for _, w in ranges)
+    if width <= DENSE_KEY_BITS:
+        base_keys, query_keys = _dense_keys(base, ranges), _dense_keys(queries, ranges)
+        order = np.argsort(base_keys, kind="stable")
+        counts = np.bincount(base_keys, minlength=1 << width)
+        starts = np.cumsum(counts) - counts
+        return order, starts[query_keys], counts[query_keys]
+    mask = np.uint64(sum(((1 << w) - 1) << lo for lo, w in ranges))
+    base_keys = base & mask
+    order = np.argsort(base_keys)
+    sorted_keys = base_keys[order]
+    query_keys = queries & mask
+    lo = np.searchsorted(sorted_keys, query_keys, side="left")
+    return order, lo, np.searchsorted(sorted_keys, query_keys, side="right") - lo
+
+
+def choose_bands(n: int, radius: int, queries: int | None = None) -> int:
+    """Band count minimising passes × (sort + expected candidates), for uniformly spread hashes:
+    pairs within ``n`` hashes, or with ``queries`` given, pairs of each query with ``n`` base hashes
+    (a few new hashes against a large index need fewer, coarser passes).
 
     Real perceptual hashes cluster, so buckets are fuller than this assumes; the choice still only
     affects speed, never which pairs are found.
@@ -42,7 +86,9 @@ def choose_bands(n: int, radius: int) -> int:
 
     def cost(b: int) -> float:
         key_bits = 64 * (b - radius) / b
-        return comb(b, radius) * (n + 0.5 * n * n / 2.0 ** (key_bits + 1))
+        if queries is None:
+            return comb(b, radius) * (n + 0.5 * n * n / 2.0 ** (key_bits + 1))
+        return comb(b, radius) * (n + queries + queries * n / 2.0**key_bits)
 
     return min(range(radius + 1, min(64, radius + 8) + 1), key=cost)
 
@@ -144,18 +190,12 @@ def near_duplicate_pairs(
 
 def _banded_cross_pairs(queries: np.ndarray, base: np.ndarray, radius: int) -> np.ndarray:
     """Like ``_banded_pairs`` but only pairs with one side in each set: sort the base once per band
-    subset and look each query's masked key up in it, so base-base pairs are never enumerated."""
-    bands = choose_bands(len(base) + len(queries), radius)
-    masks = _band_masks(bands)
+    subset and look each query's masked key up in it, so base-base pairs are never enumerated.
+    The caller passes the smaller set as ``base``: sorting it is the per-pass cost."""
+    bands = choose_bands(len(base), radius, queries=len(queries))
     found: list[np.ndarray] = []
-    for subset in combinations(masks, bands - radius):
-        mask = np.uint64(sum(subset))
-        base_keys = base & mask
-        order = np.argsort(base_keys)
-        sorted_keys = base_keys[order]
-        query_keys = queries & mask
-        lo = np.searchsorted(sorted_keys, query_keys, side="left")
-        counts = np.searchsorted(sorted_keys, query_keys, side="right") - lo
+    for subset in combinations(_band_ranges(bands), bands - radius):
+        order, lo, counts = _lookup(base, queries, subset)
         if not counts.any():
             continue
         q = np.repeat(np.arange(len(queries)), counts)
@@ -194,6 +234,8 @@ def near_duplicate_cross_pairs(
         dist = _popcount(queries[q] ^ base[b])
         ok = dist <= radius
         out = np.column_stack([q[ok], b[ok], dist[ok]]).astype(np.int64)
+    elif len(queries) < len(base):  # sort the smaller side in each pass
+        out = _banded_cross_pairs(base, queries, radius)[:, [1, 0, 2]]
     else:
         out = _banded_cross_pairs(queries, base, radius)
     return out[np.lexsort((out[:, 1], out[:, 0]))]
