@@ -57,6 +57,8 @@ class RunPlan:
     sources: list[SourcePlan]
     per_input_stages: list[MapStage]
     dataset_stages: list[Stage]
+    #: The release name this run publishes to (dedup stages read its earlier versions).
+    release: str | None = None
     #: Model stages left out for want of a model, with why ("caption: no model for role 'caption'").
     skipped_stages: list[str] = field(default_factory=list)
 
@@ -124,7 +126,7 @@ def plan_run(config: PipelineConfig, lake: Lake) -> RunPlan:
     # Stage hashes carry the attached models' revisions, which the config hash leaves out.
     stage_hashes = [stage.config_hash for stage in [*per_input, *dataset]]
     run_id = sha256_json([config.config_hash, listing, stage_hashes])[:16]
-    return RunPlan(run_id, config.config_hash, plans, per_input, dataset, skipped)
+    return RunPlan(run_id, config.config_hash, plans, per_input, dataset, config.release.name, skipped)
 
 
 def _part_name(keys: list[str]) -> str:
@@ -261,10 +263,16 @@ def assemble(plans: list[SourcePlan], ledger: Ledger) -> list[PartRef]:
 
 
 def apply_dataset_stage(
-    lake: Lake, engine: Engine, stage: Stage, parts: list[PartRef], run_id: str, ledger: Ledger
+    lake: Lake,
+    engine: Engine,
+    stage: Stage,
+    parts: list[PartRef],
+    run_id: str,
+    ledger: Ledger,
+    release: str | None = None,
 ) -> list[PartRef]:
     """A stage over the whole dataset: fit first if global, then map every part; count exclusions."""
-    ctx = StageContext(run_id=run_id, lake_uri=lake.root_uri)
+    ctx = StageContext(run_id=run_id, lake_uri=lake.root_uri, release=release)
     if isinstance(stage, GlobalStage):
         state = stage.fit(engine.fit_table(parts, list(stage.fit_columns)), ctx)
         mapper = stage.bind(state)
@@ -322,7 +330,9 @@ def run_stages(
     ledger = Ledger(plan.run_id)
     parts = wrap(assemble, "assemble")(plan.sources, ledger)
     for stage in plan.dataset_stages:
-        parts = wrap(apply_dataset_stage, stage.name)(lake, engine, stage, parts, plan.run_id, ledger)
+        parts = wrap(apply_dataset_stage, stage.name)(
+            lake, engine, stage, parts, plan.run_id, ledger, plan.release
+        )
     return parts, ledger
 
 

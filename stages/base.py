@@ -62,6 +62,8 @@ class StageContext:
     run_id: str
     #: Where the lake is (a URI executors can open), for stages that cache results there (model stages).
     lake_uri: str | None = None
+    #: The release this run publishes to; dedup stages read what its earlier versions hold.
+    release: str | None = None
 
 
 @dataclass

@@ -52,6 +52,7 @@ import pyarrow as pa
 from medcurate.dedup import components, groups, near_duplicate_cross_pairs
 from medcurate.dedup import text as textsim
 from medcurate.dedup.keep import DEFAULT_KEEP, DEFAULT_QUALITY_SCORE, KEEP_COLUMNS, check_keep, kept_members
+from medcurate.dedup.released import with_released
 from medcurate.stages.base import Filter, GlobalStage, RecordStage, StageContext
 
 METHODS = ("minhash", "minilm")
@@ -117,6 +118,7 @@ class CaptionDedupStage(GlobalStage):
         if not table.num_rows:
             return {}
         cols = {name: table.column(name).to_pylist() for name in ("sample_id", *self.fit_columns)}
+        with_released(cols, ctx)
         rows, texts, authors = _comparable(cols)
         if len(rows) < 2:
             return {}

@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from medcurate.dedup.keep import DEFAULT_KEEP, DEFAULT_QUALITY_SCORE, KEEP_COLUMNS, check_keep, kept_members
+from medcurate.dedup.released import with_released
 from medcurate.stages.base import Filter, GlobalStage, RecordStage, StageContext
 
 
@@ -27,6 +28,7 @@ class ExactDedupStage(GlobalStage):
         """pixel_sha256 -> sample_id of the copy to keep, for digests held by more than one record."""
         keep = check_keep(self.params.get("keep", DEFAULT_KEEP), self.name)
         cols = {name: table.column(name).to_pylist() for name in ("sample_id", *self.fit_columns)}
+        with_released(cols, ctx)
         digests = cols["image.pixel_sha256"]
         rows = np.array([i for i, d in enumerate(digests) if d is not None], dtype=np.int64)
         if not len(rows):

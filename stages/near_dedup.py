@@ -15,6 +15,7 @@ shared keep policy, greedily: no removed record is farther than the radius from 
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
@@ -27,7 +28,10 @@ from medcurate.dedup.keep import (
     KEEP_COLUMNS,
     check_keep,
     preference_order,
+    star_groups,
 )
+from medcurate.dedup.released import settled_index, signature, with_released, write_settled_index
+from medcurate.hashing import sha256_json
 from medcurate.stages.base import Filter, GlobalStage, RecordStage, StageContext
 
 DEFAULTS: dict[str, Any] = {
@@ -49,6 +53,11 @@ def _hex(value: str) -> int:
     return int(value, 16)
 
 
+def _remap(pairs: np.ndarray, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """Pairs found among subsets, as positions of the whole: (left[a], right[b], bits)."""
+    return np.column_stack([left[pairs[:, 0]], right[pairs[:, 1]], pairs[:, 2]]).astype(np.int64)
+
+
 class NearDedupStage(GlobalStage):
     name = "near_dedup"
     version = "2"  # 2: shared keep policy with "oldest"; flipped/rotated views
@@ -65,33 +74,81 @@ class NearDedupStage(GlobalStage):
         check_keep(p["keep"], self.name)
         return p
 
+    def match_fingerprint(self) -> str:
+        """What decides whether two records match (not which one stays): an index of kept records
+        made under another fingerprint cannot be trusted to hold no matching pair."""
+        p = self._params()
+        match = {k: p[k] for k in ("radius", "fine_radius", "variants", "ignore_within")}
+        return sha256_json({"stage": self.name, "version": self.version, **match})[:16]
+
     def fit(self, table: pa.Table, ctx: StageContext | None = None) -> NearState:
         """Candidates by 64-bit phash (or a view's), confirmed by the 256-bit phash, then star groups.
 
         Groups are stars, not chains: records are visited best first (the keep policy), and each
         unclaimed record claims its unclaimed confirmed neighbours. So every removed record is within
         the radius of the record it names as kept, and a run of look-alikes never collapses into one.
+
+        Incremental: records the released run kept with the same hashes (``settled``) held no pair
+        then, so only pairs with a new or changed record are searched (``released.settled_index``).
         """
         p = self._params()
         radius = int(p["radius"])
         cols = {name: table.column(name).to_pylist() for name in ("sample_id", *self.fit_columns)}
+        with_released(cols, ctx)
         rows = np.array([i for i, h in enumerate(cols["image.phash"]) if h], dtype=np.int64)
-        if len(rows) < 2:
-            return {}
+        ids = [cols["sample_id"][i] for i in rows]
         hashes = np.array([_hex(cols["image.phash"][i]) for i in rows], dtype=np.uint64)
         fine = [self._fine(cols, i) for i in rows.tolist()]
-        edges = [self._confirmed(near_duplicate_pairs(hashes, radius), "phash", fine, fine, p)]
-        for view in p["variants"]:
-            view_rows = [self._view(cols, i, view) for i in rows.tolist()]
+        views = {view: [self._view(cols, i, view) for i in rows.tolist()] for view in p["variants"]}
+        view_lists = [json.dumps(v) for v in self._view_lists(views, len(rows))]
+        signatures = [
+            signature([cols["image.phash"][i], cols["image.phash_fine"][i], by_view])
+            for i, by_view in zip(rows.tolist(), view_lists, strict=True)
+        ]
+        fingerprint = self.match_fingerprint()
+        known = settled_index(ctx, self.name, fingerprint) or {}
+        settled = np.array([known.get(i) == s for i, s in zip(ids, signatures, strict=True)], dtype=bool)
+        new, old = np.flatnonzero(~settled), np.flatnonzero(settled)
+        pairs = np.concatenate(
+            [
+                _remap(near_duplicate_pairs(hashes[new], radius), new, new),
+                _remap(near_duplicate_cross_pairs(hashes[new], hashes[old], radius), new, old),
+            ]
+        )
+        edges = [self._confirmed(pairs, "phash", fine, fine, p)]
+        everyone = np.arange(len(rows))
+        for view, view_rows in views.items():
             view_hashes = np.array([_hex(h) for h, _ in view_rows], dtype=np.uint64)
-            cross = near_duplicate_cross_pairs(view_hashes, hashes, radius)
+            cross = np.concatenate(
+                [
+                    _remap(near_duplicate_cross_pairs(view_hashes[new], hashes, radius), new, everyone),
+                    _remap(near_duplicate_cross_pairs(view_hashes[old], hashes[new], radius), old, new),
+                ]
+            )
             cross = cross[cross[:, 0] != cross[:, 1]]
             edges.append(self._confirmed(cross, f"phash:{view}", [f for _, f in view_rows], fine, p))
         edges = self._outside_groups([e for e in edges if e], cols, rows, p["ignore_within"])
-        if not edges:
-            return {}
-        order = preference_order(cols, rows, p["keep"], p["quality_score"])
-        return self._stars(order, edges, [cols["sample_id"][i] for i in rows])
+        state: NearState = {}
+        if edges:
+            order = preference_order(cols, rows, p["keep"], p["quality_score"])
+            for member, (centre, bits, method) in star_groups(order, edges).items():
+                state[ids[member]] = (ids[centre], int(bits), method or "phash")
+        kept = [k for k, sample_id in enumerate(ids) if state.get(sample_id, (sample_id,))[0] == sample_id]
+        index = pa.table(
+            {
+                "sample_id": [ids[k] for k in kept],
+                "phash": [cols["image.phash"][rows[k]] for k in kept],
+                "phash_fine": [cols["image.phash_fine"][rows[k]] for k in kept],
+                "variants": [view_lists[k] for k in kept],
+            }
+        )
+        write_settled_index(ctx, self.name, index, fingerprint, settled=len(old), searched=len(new))
+        return state
+
+    @staticmethod
+    def _view_lists(views: dict[str, list[tuple[str, int]]], n: int) -> list[list[list[Any]]]:
+        """Per record, its configured views as [name, phash, fine phash] (JSON-able, comparable)."""
+        return [[[view, got[k][0], format(got[k][1], "x")] for view, got in views.items()] for k in range(n)]
 
     @staticmethod
     def _fine(cols: dict[str, list[Any]], i: int) -> int:
@@ -132,28 +189,6 @@ class NearDedupStage(GlobalStage):
             values = [cols[column][i] for i in rows.tolist()]
             flat = [e for e in flat if values[e[0]] is None or values[e[0]] != values[e[1]]]
         return flat
-
-    @staticmethod
-    def _stars(order: np.ndarray, edges: list[tuple[int, int, int, str]], ids: list[str]) -> NearState:
-        best: dict[tuple[int, int], tuple[int, str]] = {}
-        for a, b, bits, method in edges:  # per unordered pair, the closest of the ways it matched
-            key = (min(a, b), max(a, b))
-            if key not in best or bits < best[key][0]:
-                best[key] = (bits, method)
-        neighbours: dict[int, list[tuple[int, int, str]]] = {}
-        for (a, b), (bits, method) in best.items():
-            neighbours.setdefault(a, []).append((b, bits, method))
-            neighbours.setdefault(b, []).append((a, bits, method))
-        state: NearState = {}
-        for centre in order.tolist():
-            if ids[centre] in state or centre not in neighbours:
-                continue  # claimed already, or near nothing
-            free = [(n, bits, m) for n, bits, m in neighbours[centre] if ids[n] not in state]
-            if free:
-                state[ids[centre]] = (ids[centre], 0, "phash")
-                for n, bits, method in free:
-                    state[ids[n]] = (ids[centre], bits, method)
-        return state
 
     def bind(self, state: NearState) -> ApplyNearDedup:
         return ApplyNearDedup(self.params, groups=state)

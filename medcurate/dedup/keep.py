@@ -3,6 +3,9 @@
 The policy is an ordered list of criteria from config; ``sample_id`` always closes it so the choice is
 deterministic. Every dedup stage fetches ``KEEP_COLUMNS`` in its ``fit`` and calls ``kept_members``.
 
+- ``released``: a sample in the previous release of this release name (``medcurate.dedup.released``)
+  beats one that is not: a new copy never displaces a published sample. Leave it out to let the best
+  copy win even when that changes what an earlier release held.
 - ``quality``: the highest judge score (``quality_score``); unscored records lose. Only meaningful when
   the stage runs after the judge; before it every record is unscored and the next criterion decides.
 - ``license``: the most permissive license (``LICENSE_ORDER``); unknown licenses lose.
@@ -12,7 +15,7 @@ deterministic. Every dedup stage fetches ``KEEP_COLUMNS`` in its ``fit`` and cal
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -21,10 +24,11 @@ from medcurate.schemas.record import get_score
 
 #: Most to least permissive; None and unknown ids rank after all of these.
 LICENSE_ORDER = ("cc0", "pd", "cc-by", "cc-by-sa", "cc-by-nd", "cc-by-nc", "cc-by-nc-sa", "cc-by-nc-nd")
-KEEP_CRITERIA = ("quality", "license", "resolution", "oldest", "sample_id")
+KEEP_CRITERIA = ("released", "quality", "license", "resolution", "oldest", "sample_id")
 DEFAULT_KEEP = list(KEEP_CRITERIA)
 DEFAULT_QUALITY_SCORE = "judge.quality"
-#: Record columns (dotted, as engines fetch them for ``fit``) the criteria read.
+#: Record columns (dotted, as engines fetch them for ``fit``) the criteria read; ``released`` is not a
+#: record column: stages add it with ``released.with_released`` (missing, no sample counts as released).
 KEEP_COLUMNS = (
     "scores",
     "source.license",
@@ -52,7 +56,9 @@ def _sort_keys(columns: Mapping[str, Sequence[Any]], rows: np.ndarray, quality_s
     lic_rank = {lic: r for r, lic in enumerate(LICENSE_ORDER)}
     ids = np.array([columns["sample_id"][k] for k in rows])
     years = [columns["article.year"][k] for k in rows]
+    released = columns.get("released")
     return {
+        "released": np.array([0 if released and released[k] else 1 for k in rows], np.int64),
         "quality": np.array([-_score(columns["scores"][k], quality_score) for k in rows]),
         "license": np.array([lic_rank.get(columns["source.license"][k], len(lic_rank)) for k in rows]),
         "resolution": -np.array(
@@ -107,3 +113,35 @@ def kept_members(
     first = np.r_[True, sorted_labels[1:] != sorted_labels[:-1]]
     winner_of = dict(zip(sorted_labels[first].tolist(), rows[order[first]].tolist(), strict=True))
     return np.array([winner_of[int(label)] for label in labels], dtype=np.int64)
+
+
+def star_groups(
+    order: np.ndarray, edges: Iterable[tuple[int, int, float, Any]]
+) -> dict[int, tuple[int, float, Any]]:
+    """Groups as stars, not chains: position -> (kept position, distance to it, how they matched).
+
+    Positions are visited in ``order`` (``preference_order``: the copy to keep first); each unclaimed
+    one claims its unclaimed neighbours. So every removed item is one edge from the item it names, a run
+    of look-alikes never collapses into one, and a new item linking two released ones (which rank
+    first) cannot make one of them go. Of several edges between two items the shortest counts.
+    Kept centres map to themselves with distance 0 and ``how`` None; items with no edge are absent.
+    """
+    best: dict[tuple[int, int], tuple[float, Any]] = {}
+    for a, b, distance, how in edges:
+        key = (min(a, b), max(a, b))
+        if key not in best or distance < best[key][0]:
+            best[key] = (distance, how)
+    neighbours: dict[int, list[tuple[int, float, Any]]] = {}
+    for (a, b), (distance, how) in sorted(best.items()):
+        neighbours.setdefault(a, []).append((b, distance, how))
+        neighbours.setdefault(b, []).append((a, distance, how))
+    claimed: dict[int, tuple[int, float, Any]] = {}
+    for centre in np.asarray(order).tolist():
+        if centre in claimed or centre not in neighbours:
+            continue
+        free = [(n, distance, how) for n, distance, how in neighbours[centre] if n not in claimed]
+        if free:
+            claimed[centre] = (centre, 0, None)
+            for n, distance, how in free:
+                claimed[n] = (centre, distance, how)
+    return claimed
