@@ -26,7 +26,8 @@ demo-models: $(STAMP)
 	$(BIN)/medcurate tiny-model demo-data/models/tiny-clip --kind clip
 	OMP_NUM_THREADS=1 $(BIN)/medcurate run pipelines/demo.yaml --lake demo-data/lake-models \
 	    --model caption=demo-data/models/tiny-vlm --model judge=demo-data/models/tiny-vlm \
-	    --model embed=demo-data/models/tiny-clip --set stages.semantic_dedup.threshold=0.9999
+	    --model embed=demo-data/models/tiny-clip --set stages.semantic_dedup.threshold=0.9999 \
+	    --set stages.decontaminate.semantic_threshold=0.9999
 
 test: $(STAMP)
 	$(BIN)/ruff check .

@@ -2,18 +2,28 @@
 
 A benchmark score means little when the test images were trained on. ``fit`` loads (or builds and
 caches, see ``medcurate.dedup.evalsets``) a fingerprint index of each configured evaluation set and
-matches every active record against it: first the same ``pixel_sha256`` (an identical or losslessly
-re-encoded copy), then a ``phash`` within ``radius`` bits (a resized or re-compressed copy), exactly,
-with ``near_duplicate_cross_pairs``, confirmed like ``near_dedup`` does by the 256-bit ``phash_fine``
-within ``fine_radius`` (64-bit hashes of different chest films often sit a few bits apart). A pair
-where either side lacks the fine hash (an eval manifest from an older release) is kept unconfirmed:
-here removing a look-alike costs one training sample, missing a copy costs a benchmark.
+matches every active record against it:
 
-The first set in config order that matches a sample claims it, and within a set an exact match beats
-a near one. Matched samples are filtered as ``eval_overlap`` with the set and member in their lineage.
+1. the same ``pixel_sha256`` (an identical or losslessly re-encoded copy);
+2. a ``phash`` within ``radius`` bits (a resized or re-compressed copy), exactly, with
+   ``near_duplicate_cross_pairs``, confirmed like ``near_dedup`` does by the 256-bit ``phash_fine``
+   within ``fine_radius`` (64-bit hashes of different chest films often sit a few bits apart). A pair
+   where either side lacks the fine hash (an eval manifest from an older release) is kept unconfirmed:
+   here removing a look-alike costs one training sample, missing a copy costs a benchmark;
+3. with ``variants`` (e.g. ``[hflip]``, hashed by normalize's ``hash_variants``), each view's hash of
+   the training image against the eval phash, confirmed by the view's fine hash (``phash:hflip``);
+4. with an embed model attached (role ``embed``; optional, the steps above run without one), the
+   training image's vector against the eval images' vectors: the nearest one at a cosine of at least
+   ``semantic_threshold`` (``semantic:<model>``). Training vectors are those the ``embed`` stage wrote,
+   so ``embed`` must run before this stage; eval images are read again, normalized and embedded on the
+   driver into the same vector store (keyed by normalized image sha256), once per model.
 
-Per-set counts (images indexed, unreadable, training samples removed) are written by ``fit`` to
-``runs/<run_id>/decontaminate.json``: the ledger only counts reason codes, and ``fit`` is the one
+The first set in config order that matches a sample claims it, and within a set the steps above go
+in order (exact, phash, views, semantic). Matched samples are filtered as ``eval_overlap`` with the
+set, member and method in their lineage (and the model, for a semantic match).
+
+Per-set counts (images indexed, unreadable, training samples removed, by method) are written by ``fit``
+to ``runs/<run_id>/decontaminate.json``: the ledger only counts reason codes, and ``fit`` is the one
 place, on the driver of either engine, that knows every match. The release card reads that file.
 
 With no ``eval_sets`` the stage matches nothing, so pipelines can ship it always.
@@ -28,16 +38,29 @@ import numpy as np
 import pyarrow as pa
 
 from medcurate.dedup import near_duplicate_cross_pairs
-from medcurate.dedup.evalsets import EvalIndex, EvalSetSpec, listing, load_index
+from medcurate.dedup.evalsets import EvalIndex, EvalSetSpec, listing, load_index, normalized_images
+from medcurate.dedup.semantic import best_matches
+from medcurate.dedup.vectors import VectorStore, stored_vectors, vector_namespace, vector_store
 from medcurate.hashing import sha256_json
 from medcurate.lake.store import Lake
-from medcurate.stages.base import Filter, GlobalStage, RecordStage, StageContext
+from medcurate.models.registry import load_embedder
+from medcurate.stages.base import Filter, RecordStage, StageContext
+from medcurate.stages.model_stage import GlobalModelStage
 
-DEFAULTS: dict[str, Any] = {"eval_sets": [], "radius": 6, "fine_radius": 24, "normalize": None}
-EXACT, NEAR = "exact_pixels", "phash"
+DEFAULTS: dict[str, Any] = {
+    "eval_sets": [],
+    "radius": 6,
+    "fine_radius": 24,
+    "normalize": None,
+    "variants": [],
+    "semantic_threshold": 0.95,
+}
+EXACT, NEAR, SEMANTIC = "exact_pixels", "phash", "semantic"
+#: Eval images handed to the embedder (and stored) at a time: bounds the normalized bytes held at once.
+EMBED_CHUNK = 256
 
-#: sample_id -> (eval set, eval member, method, Hamming distance in bits)
-Matches = dict[str, tuple[str, str, str, int]]
+#: sample_id -> (eval set, eval member, method, distance: Hamming bits, or 1 - cosine when semantic)
+Matches = dict[str, tuple[str, str, str, float]]
 
 
 def summary_rel(run_id: str) -> str:
@@ -45,11 +68,27 @@ def summary_rel(run_id: str) -> str:
     return f"runs/{run_id}/decontaminate.json"
 
 
-class DecontaminateStage(GlobalStage):
+class DecontaminateStage(GlobalModelStage):
     name = "decontaminate"
-    version = "1"
-    known_params = ("eval_sets", "radius", "fine_radius", "normalize")
-    fit_columns = ("image.pixel_sha256", "image.phash", "image.phash_fine")
+    version = "2"  # 2: flipped/rotated views, semantic matching with an embed model
+    role = "embed"
+    model_optional = True  # exact and phash matching need no model; only semantic matching waits for one
+    known_params = (
+        "eval_sets",
+        "radius",
+        "fine_radius",
+        "normalize",
+        "variants",
+        "semantic_threshold",
+        "role",
+    )
+    fit_columns = (
+        "image.pixel_sha256",
+        "image.phash",
+        "image.phash_fine",
+        "image.phash_variants",
+        "image.sha256",
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -63,7 +102,16 @@ class DecontaminateStage(GlobalStage):
             raise ValueError(f"decontaminate: radius must be in [0, 63], got {self.radius}")
         self.fine_radius = int(p["fine_radius"])
         self.normalize = dict(p["normalize"] or {})
-        self._config_hash: str | None = None
+        variants = p["variants"] or []
+        if isinstance(variants, str) or not all(isinstance(v, str) for v in variants):
+            raise ValueError(f"decontaminate: variants must be a list of view names, got {variants!r}")
+        self.variants = list(variants)
+        self.semantic_threshold = float(p["semantic_threshold"])
+        if not 0.0 < self.semantic_threshold <= 1.0:
+            raise ValueError(
+                f"decontaminate: semantic_threshold is a cosine in (0, 1], got {p['semantic_threshold']}"
+            )
+        self._listing_hashes: list[str] | None = None
         self._listings: list[list[Any]] | None = None
 
     def listings(self) -> list[list[Any]]:
@@ -74,21 +122,33 @@ class DecontaminateStage(GlobalStage):
 
     @property
     def config_hash(self) -> str:
-        """Params plus each set's listing, so a changed evaluation set changes the run id.
+        """Params, the embed model's identity and each set's listing, so a changed evaluation set (or
+        other weights) changes the run id.
 
-        Without this a resumed run (same config, same inputs) would keep map outputs made against
-        the old set, since finished parts are never redone within a run.
+        Without the listing a resumed run (same config, same inputs) would keep map outputs made
+        against the old set, since finished parts are never redone within a run. The model is attached
+        after the stage is made, so only the listings are kept between calls.
         """
-        if self._config_hash is None:
-            self._config_hash = sha256_json(
-                {
-                    "stage": self.name,
-                    "version": self.version,
-                    "params": dict(self.params),
-                    "eval_sets": [sha256_json(facts) for facts in self.listings()],
-                }
-            )[:16]
-        return self._config_hash
+        if self._listing_hashes is None:
+            self._listing_hashes = [sha256_json(facts) for facts in self.listings()]
+        return sha256_json(
+            {
+                "stage": self.name,
+                "version": self.version,
+                "params": dict(self.params),
+                "model": self.model.identity() if self.model else None,
+                "eval_sets": self._listing_hashes,
+            }
+        )[:16]
+
+    @property
+    def semantic_method(self) -> str | None:
+        return f"{SEMANTIC}:{self.model.ref}" if self.model else None
+
+    def methods(self) -> list[str]:
+        """Every method this configuration can match by, in precedence order."""
+        views = [f"{NEAR}:{view}" for view in self.variants]
+        return [EXACT, NEAR, *views, *([self.semantic_method] if self.model else [])]
 
     def indexes(self, lake: Lake | None) -> list[EvalIndex]:
         return [
@@ -101,34 +161,57 @@ class DecontaminateStage(GlobalStage):
         lake = Lake(ctx.lake_uri) if ctx is not None and ctx.lake_uri else None
         indexes = self.indexes(lake)
         matches: Matches = {}
+        embedded: dict[str, int] = {}
         if indexes and table.num_rows:
             ids = table.column("sample_id").to_pylist()
             pixels = table.column("image.pixel_sha256").to_pylist()
             phashes = table.column("image.phash").to_pylist()
             fine = table.column("image.phash_fine").to_pylist()
+            radii = (self.radius, self.fine_radius)
+            views = {}
+            if self.variants:
+                variants = table.column("image.phash_variants").to_pylist()
+                views = {view: _view_hashes(ids, phashes, variants, view) for view in self.variants}
+            semantic = _SemanticSearch(self, table, ids, ctx, indexes) if self.model else None
             for index in indexes:
                 _match_exact(index, ids, pixels, matches)
-                _match_near(index, ids, phashes, fine, (self.radius, self.fine_radius), matches)
+                _match_near(index, ids, phashes, fine, radii, matches, NEAR)
+                for view, (view_phashes, view_fine) in views.items():
+                    _match_near(index, ids, view_phashes, view_fine, radii, matches, f"{NEAR}:{view}")
+                if semantic is not None:
+                    embedded[index.name] = semantic.match(index, matches)
         if lake is not None and ctx is not None:
-            lake.write_json(summary_rel(ctx.run_id), self.summary(indexes, matches))
+            lake.write_json(summary_rel(ctx.run_id), self.summary(indexes, matches, embedded))
         return matches
 
-    def summary(self, indexes: list[EvalIndex], matches: Matches) -> dict[str, Any]:
-        """Per set: images indexed, not indexed, training samples removed and eval images they hit."""
+    def summary(
+        self, indexes: list[EvalIndex], matches: Matches, embedded: dict[str, int] | None = None
+    ) -> dict[str, Any]:
+        """Per set: images indexed, not indexed, training samples removed (all and by method) and
+        eval images they hit; with a model, its ref, the threshold and the eval images embedded."""
         removed = Counter(entry[0] for entry in matches.values())
+        by_method = Counter((entry[0], entry[2]) for entry in matches.values())
         hit: dict[str, set[str]] = {}
         for set_name, member, _, _ in matches.values():
             hit.setdefault(set_name, set()).add(member)
-        return {
-            index.name: {
+        out = {}
+        for index in indexes:
+            out[index.name] = {
                 **index.summary(),
                 "removed": removed.get(index.name, 0),
                 "eval_images_matched": len(hit.get(index.name, ())),
                 "radius": self.radius,
                 "fine_radius": self.fine_radius,
+                "variants": self.variants,
+                "by_method": {method: by_method.get((index.name, method), 0) for method in self.methods()},
             }
-            for index in indexes
-        }
+            if self.model is not None:
+                out[index.name].update(
+                    model=self.model.ref,
+                    semantic_threshold=self.semantic_threshold,
+                    eval_images_embedded=(embedded or {}).get(index.name, 0),
+                )
+        return out
 
     def bind(self, state: Matches) -> ApplyDecontaminate:
         return ApplyDecontaminate(self.params, matches=state, config_hash=self.config_hash)
@@ -145,6 +228,28 @@ def _match_exact(index: EvalIndex, ids: list[str], pixels: list[str | None], mat
     for sample_id, digest in zip(ids, pixels, strict=True):
         if sample_id not in matches and digest in members:
             matches[sample_id] = (index.name, members[digest], EXACT, 0)
+
+
+def _view_hashes(
+    ids: list[str], phashes: list[str | None], variants: list[Any], view: str
+) -> tuple[list[str | None], list[str | None]]:
+    """(phash, fine phash) of one view of each record; a hashed record must have the view."""
+    hashes: list[str | None] = []
+    fine: list[str | None] = []
+    for sample_id, phash, views in zip(ids, phashes, variants, strict=True):
+        by_name = {v["transform"]: v for v in views or []}
+        if view not in by_name:
+            if phash:  # an image hashed without this view: normalize was told other views
+                raise ValueError(
+                    f"decontaminate: variant {view!r} is missing on {sample_id}; "
+                    f"add it to normalize's hash_variants"
+                )
+            hashes.append(None)
+            fine.append(None)
+            continue
+        hashes.append(by_name[view]["phash"])
+        fine.append(by_name[view].get("phash_fine"))
+    return hashes, fine
 
 
 def _hashes(values: list[str | None]) -> tuple[np.ndarray, np.ndarray]:
@@ -164,9 +269,11 @@ def _match_near(
     fine: list[str | None],
     radii: tuple[int, int],
     matches: Matches,
+    method: str,
 ) -> None:
-    """Claim unclaimed samples with a phash within ``radius`` of one in the set, confirmed by the
-    fine hash when both sides have one (nearest, then first in listing order)."""
+    """Claim unclaimed samples with a phash (of the image or of one view of it) within ``radius`` of
+    one in the set, confirmed by the fine hash when both sides have one (nearest, then first in
+    listing order)."""
     radius, fine_radius = radii
     open_rows = [i for i, sample_id in enumerate(ids) if sample_id not in matches]
     q_pos, queries = _hashes([phashes[i] for i in open_rows])
@@ -188,7 +295,106 @@ def _match_near(
     members = index.table.column("member").to_pylist()
     for q, b, distance in pairs[first].tolist():
         sample_id = ids[open_rows[q_pos[q]]]
-        matches[sample_id] = (index.name, members[b_pos[b]], NEAR, int(distance))
+        matches[sample_id] = (index.name, members[b_pos[b]], method, int(distance))
+
+
+class _SemanticSearch:
+    """Training vectors (read once, from what ``embed`` stored) against each set's eval vectors."""
+
+    def __init__(
+        self,
+        stage: DecontaminateStage,
+        table: pa.Table,
+        ids: list[str],
+        ctx: StageContext | None,
+        indexes: list[EvalIndex],
+    ):
+        self.stage = stage
+        self.model = stage.require_model()
+        self.method = stage.semantic_method
+        self.lake_uri = ctx.lake_uri if ctx is not None else None
+        self.ids = ids
+        self.keys = table.column("image.sha256").to_pylist()
+        self._vectors: np.ndarray | None = None
+        self._position: dict[str, int] = {}
+        if any(_eval_keys(index) for index in indexes):
+            self._read_training_vectors()
+
+    def _read_training_vectors(self) -> None:
+        keys, labels = [], []
+        for sample_id, key in zip(self.ids, self.keys, strict=True):
+            if key and key not in self._position:
+                self._position[key] = len(keys)
+                keys.append(key)
+                labels.append(sample_id)
+        self._vectors = stored_vectors(self.stage.name, self.model, self.lake_uri, keys, labels)
+
+    def store(self) -> VectorStore:
+        assert self.lake_uri is not None  # the training vectors needed it already
+        return vector_store(self.lake_uri, vector_namespace(self.model))
+
+    def eval_vectors(self, index: EvalIndex) -> tuple[list[str], np.ndarray]:
+        """The set's distinct images with a vector (first member of each, in listing order) and their
+        vectors; images with none in the store yet are read again and embedded first."""
+        keys = _eval_keys(index)
+        store = self.store()
+        missing = set(store.missing(list(keys)))
+        if missing:
+            spec = next(spec for spec in self.stage.specs if spec.name == index.name)
+            facts = self.stage.listings()[self.stage.specs.index(spec)]
+            self._embed(
+                store, normalized_images(spec, self.stage.normalize, [keys[k] for k in missing], facts)
+            )
+        vectors, found = store.read(list(keys))
+        members = [member for member, ok in zip(keys.values(), found.tolist(), strict=True) if ok]
+        return members, vectors[found]
+
+    def _embed(self, store: VectorStore, images) -> None:
+        embedder = load_embedder(self.model)
+        chunk: dict[str, bytes] = {}
+        for _, key, data in images:
+            chunk.setdefault(key, data)
+            if len(chunk) >= EMBED_CHUNK:
+                store.put(list(chunk), embedder.embed_images(list(chunk.values())))
+                chunk = {}
+        if chunk:
+            store.put(list(chunk), embedder.embed_images(list(chunk.values())))
+
+    def match(self, index: EvalIndex, matches: Matches) -> int:
+        """Claim unclaimed samples whose image's nearest eval vector is within the threshold; returns
+        how many of the set's images have a vector."""
+        keys = _eval_keys(index)
+        if not keys or self._vectors is None:
+            return 0
+        members, base = self.eval_vectors(index)
+        open_keys = sorted(
+            {k for sid, k in zip(self.ids, self.keys, strict=True) if k and sid not in matches}
+        )
+        if not members or not open_keys:
+            return len(members)
+        queries = self._vectors[[self._position[k] for k in open_keys]]
+        best, cosines = best_matches(queries, base, self.stage.semantic_threshold)
+        hit = {
+            key: (members[b], min(1.0, float(c)))
+            for key, b, c in zip(open_keys, best.tolist(), cosines.tolist(), strict=True)
+            if b >= 0
+        }
+        for sample_id, key in zip(self.ids, self.keys, strict=True):
+            if sample_id not in matches and key in hit:
+                member, cosine = hit[key]
+                matches[sample_id] = (index.name, member, self.method, 1.0 - cosine)
+        return len(members)
+
+
+def _eval_keys(index: EvalIndex) -> dict[str, str]:
+    """Normalized image sha256 -> its first member, for the set's images read from files (in order)."""
+    keys: dict[str, str] = {}
+    for member, key in zip(
+        index.table.column("member").to_pylist(), index.table.column("sha256").to_pylist(), strict=True
+    ):
+        if key:
+            keys.setdefault(key, member)
+    return keys
 
 
 class ApplyDecontaminate(RecordStage):
@@ -203,7 +409,8 @@ class ApplyDecontaminate(RecordStage):
 
     @property
     def config_hash(self) -> str:
-        """The fitted stage's hash (with its eval-set listings), so lineage names what was matched."""
+        """The fitted stage's hash (with its eval-set listings and model), so lineage names what was
+        matched."""
         return self._fitted_hash
 
     def apply(self, record: dict[str, Any], ctx: StageContext) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -212,7 +419,15 @@ class ApplyDecontaminate(RecordStage):
             return record, {}
         set_name, member, method, distance = entry
         record["dedup"] = {**(record["dedup"] or {}), "method": method, "distance": float(distance)}
-        how = "same pixels as" if method == EXACT else f"{distance} bits from"
+        extras: dict[str, Any] = {}
+        if method == EXACT:
+            how = "same pixels as"
+        elif method.startswith(f"{SEMANTIC}:"):
+            how = f"cosine {1.0 - distance:.5f} to"
+            extras["model"] = method.removeprefix(f"{SEMANTIC}:")
+        else:
+            view = method.partition(":")[2]
+            how = f"{distance} bits ({view} view) from" if view else f"{distance} bits from"
         raise Filter(
             "eval_overlap",
             f"{how} {set_name}:{member}",
@@ -220,4 +435,5 @@ class ApplyDecontaminate(RecordStage):
             eval_member=member,
             method=method,
             distance=distance,
+            **extras,
         )

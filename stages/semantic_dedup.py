@@ -4,30 +4,40 @@ Two renderings of one figure at different crops, a screenshot of a slide and the
 scan exported with other window settings: their pixel hashes and phashes differ, their embeddings
 hardly do. ``fit`` reads every active record's image vector from the lake's vector store (written by
 the ``embed`` stage with the same embed model), finds every pair above ``threshold`` cosine
-(``medcurate.dedup.semantic``: exact up to 20k images, clustered with border probes beyond), links them
-into single-link groups and keeps one record per group by the shared ``keep`` policy. The others are
-filtered with lineage naming the kept one, the model, and their cosine distance to it.
+(``medcurate.dedup.semantic``: exact up to 20k images, clustered with border probes beyond), and
+groups them as stars in the shared ``keep`` order (``keep.star_groups``): the best record claims
+its neighbours above the threshold, and so on. The others are filtered with lineage naming the kept
+one, the model, and their cosine distance to it.
 
 Params: ``threshold`` (cosine, default 0.95), ``clusters`` (k-means clusters, default sqrt(n)),
 ``probes`` (clusters each image joins, default 2), ``keep``, ``quality_score``, ``role`` (``embed``).
 The threshold is a property of the embedding model: 0.95 is conservative for CLIP-like models (see
 docs/decisions/0009-semantic-dedup.md); tune it per model on a labelled sample of pairs.
 
-Single link chains: in A~B~C, C may be further than the threshold from A; the cosine stored is the
-real one to the kept record, so such chains are visible in the lineage.
+Stars, not single-link chains: in A~B~C with C below the threshold to A, A claims B and C stays (or
+claims its own neighbours), so every removed record is above the threshold to the one it names.
 """
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from medcurate.dedup.hashes import groups
-from medcurate.dedup.keep import DEFAULT_KEEP, DEFAULT_QUALITY_SCORE, KEEP_COLUMNS, check_keep, kept_members
-from medcurate.dedup.semantic import pair_cosines, semantic_duplicate_pairs
-from medcurate.dedup.vectors import vector_namespace, vector_store
+from medcurate.dedup.keep import (
+    DEFAULT_KEEP,
+    DEFAULT_QUALITY_SCORE,
+    KEEP_COLUMNS,
+    check_keep,
+    preference_order,
+    star_groups,
+)
+from medcurate.dedup.released import with_released
+from medcurate.dedup.semantic import semantic_duplicate_pairs
+from medcurate.dedup.vectors import stored_vectors
 from medcurate.stages.base import Filter, RecordStage, StageContext
 from medcurate.stages.model_stage import GlobalModelStage
 
@@ -62,22 +72,13 @@ class SemanticDedupStage(GlobalModelStage):
 
     def _vectors(self, keys: list[str], sample_ids: list[str], ctx: StageContext | None) -> np.ndarray:
         """The stored vector of each key; a missing one is a pipeline mistake, named with its fix."""
-        if ctx is None or ctx.lake_uri is None:
-            raise RuntimeError(f"stage {self.name!r} reads image vectors from the lake and needs one")
-        model = self.require_model()
-        vectors, found = vector_store(ctx.lake_uri, vector_namespace(model)).read(keys)
-        if not found.all():
-            missing = [sid for sid, ok in zip(sample_ids, found.tolist(), strict=True) if not ok]
-            raise RuntimeError(
-                f"{self.name}: {len(missing)} of {len(keys)} images have no vector from {model.ref} "
-                f"(e.g. {missing[:3]}); run the 'embed' stage with the same embed model before "
-                f"{self.name!r} in the pipeline"
-            )
-        return vectors
+        lake_uri = ctx.lake_uri if ctx is not None else None
+        return stored_vectors(self.name, self.require_model(), lake_uri, keys, sample_ids)
 
     def fit(self, table: pa.Table, ctx: StageContext | None = None) -> State:
         p = self._params()
         cols = {name: table.column(name).to_pylist() for name in ("sample_id", *self.fit_columns)}
+        with_released(cols, ctx)
         rows = np.array([i for i, h in enumerate(cols["image.sha256"]) if h], dtype=np.int64)
         if len(rows) < 2:
             return {}
@@ -90,22 +91,30 @@ class SemanticDedupStage(GlobalModelStage):
         pairs = semantic_duplicate_pairs(
             vectors, float(p["threshold"]), clusters=p["clusters"], probes=int(p["probes"])
         )
-        labels = groups(len(uniq), pairs)[inverse]
-        grouped = np.flatnonzero(np.bincount(labels)[labels] > 1)
-        if not len(grouped):
-            return {}
-        kept = kept_members(cols, rows[grouped], labels[grouped], p["keep"], p["quality_score"])
-        position = np.full(len(cols["sample_id"]), -1, np.int64)
-        position[rows] = np.arange(len(rows))
-        cosines = pair_cosines(vectors, inverse[grouped], inverse[position[kept]])
+        order = preference_order(cols, rows, p["keep"], p["quality_score"])
+        ids = [cols["sample_id"][i] for i in rows.tolist()]
         state: State = {}
-        ids = cols["sample_id"]
-        for row, kept_row, cosine in zip(rows[grouped], kept, cosines.tolist(), strict=True):
-            state[ids[row]] = (ids[kept_row], ids[kept_row], min(1.0, cosine))
+        for member, (centre, distance, _) in star_groups(order, _record_edges(inverse, pairs)).items():
+            state[ids[member]] = (ids[centre], ids[centre], min(1.0, 1.0 - float(distance)))
         return state
 
     def bind(self, state: State) -> ApplySemanticDedup:
         return ApplySemanticDedup(self.params, groups=state, method=self.method, config_hash=self.config_hash)
+
+
+def _record_edges(inverse: np.ndarray, pairs: np.ndarray) -> Iterator[tuple[int, int, float, None]]:
+    """Edges between records (distance 1 - cosine) from pairs of their distinct images; records that
+    share an image are at distance 0 from each other."""
+    holders: dict[int, list[int]] = {}
+    for position, image in enumerate(inverse.tolist()):
+        holders.setdefault(image, []).append(position)
+    for same in holders.values():
+        for a, b in itertools.pairwise(same):
+            yield a, b, 0.0, None
+    for u, v, cosine in pairs.tolist():
+        for a in holders[int(u)]:
+            for b in holders[int(v)]:
+                yield a, b, 1.0 - cosine, None
 
 
 class ApplySemanticDedup(RecordStage):

@@ -166,6 +166,8 @@ def test_images_folder_exact_and_near_copies_are_filtered(images_set: Path, tmp_
             "eval_images_matched": 2,
             "radius": 6,
             "fine_radius": 24,
+            "variants": [],
+            "by_method": {"exact_pixels": 2, "phash": 1},
         }
     }
 
@@ -496,3 +498,225 @@ def test_run_identity_follows_the_sets_content_not_its_file_times(tmp_path: Path
     assert config_hash() == before
     image.write_bytes(b"\x89PNG not really an imagf")  # same size, other bytes
     assert config_hash() != before
+
+
+# -- mirrored views ------------------------------------------------------------------------------------
+
+
+def views_table(records: list[dict]) -> pa.Table:
+    """``fit_table`` plus the columns views and semantic matching read."""
+    table = fit_table(records)
+    table = table.append_column(
+        "image.phash_variants", pa.array([r["image"]["phash_variants"] for r in records])
+    )
+    return table.append_column("image.sha256", pa.array([r["image"]["sha256"] for r in records]))
+
+
+def fit_and_apply(params: dict, records: list[dict], lake_root: Path, run_id: str, model=None):
+    stage = make_stage("decontaminate", params)
+    stage.model = model
+    ctx = StageContext(run_id=run_id, lake_uri=str(lake_root))
+    result = run_map_stage(stage.bind(stage.fit(views_table(records), ctx)), to_batch(records), ctx)
+    summary = json.loads((lake_root / "runs" / run_id / "decontaminate.json").read_text())
+    gone = {r["sample_id"]: r for r in result.excluded.to_pylist()}
+    return {r["sample_id"] for r in result.kept.to_pylist()}, gone, summary
+
+
+def test_a_mirrored_copy_is_removed_only_when_its_view_is_configured(
+    images_set: Path, tmp_path: Path
+) -> None:
+    mirrored = picture(1).transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    records = [
+        training_record("t-mirrored", encode(mirrored)),
+        training_record("t-other", encode(picture(8))),
+    ]
+    sets = [{"name": "vqa-rad", "kind": "images", "uri": str(images_set)}]
+    params = {"eval_sets": sets, "normalize": NORMALIZE}
+    kept, gone, summary = fit_and_apply(params, records, tmp_path / "lake", "plain")
+    assert kept == {"t-mirrored", "t-other"} and not gone, "the plain phash of a mirror is far"
+    assert summary["vqa-rad"]["by_method"] == {"exact_pixels": 0, "phash": 0}
+
+    kept, gone, summary = fit_and_apply(
+        {**params, "variants": ["hflip"]}, records, tmp_path / "lake", "views"
+    )
+    assert kept == {"t-other"} and set(gone) == {"t-mirrored"}
+    record = gone["t-mirrored"]
+    assert record["dedup"]["method"] == "phash:hflip" and record["dedup"]["distance"] <= 6
+    assert record["status_reason"].endswith("(hflip view) from vqa-rad:test/chest/a.png")
+    details = json.loads(record["lineage"][-1]["details"])
+    assert details["method"] == "phash:hflip" and details["eval_member"] == "test/chest/a.png"
+    assert summary["vqa-rad"]["by_method"] == {"exact_pixels": 0, "phash": 0, "phash:hflip": 1}
+    assert summary["vqa-rad"]["variants"] == ["hflip"]
+
+
+def test_a_missing_view_names_normalizes_hash_variants(images_set: Path, tmp_path: Path) -> None:
+    record, _ = NormalizeStage({**NORMALIZE, "hash_variants": []}).apply(
+        new_record("t1", image={"bytes": encode(picture(1))}), StageContext("t")
+    )
+    params = {
+        "eval_sets": [{"name": "vqa-rad", "kind": "images", "uri": str(images_set)}],
+        "normalize": NORMALIZE,
+        "variants": ["hflip"],
+    }
+    with pytest.raises(
+        ValueError, match=r"variant 'hflip' is missing on t1; add it to normalize's hash_variants"
+    ):
+        fit_and_apply(params, [record], tmp_path / "lake", "r")
+    with pytest.raises(ValueError, match="semantic_threshold"):
+        make_stage("decontaminate", {"semantic_threshold": 1.5})
+    with pytest.raises(ValueError, match="variants"):
+        make_stage("decontaminate", {"variants": "hflip"})
+
+
+# -- semantic matching ---------------------------------------------------------------------------------
+
+
+def test_best_matches_equals_brute_force() -> None:
+    from medcurate.dedup.semantic import best_matches
+
+    rng = np.random.default_rng(3)
+
+    def unit(x: np.ndarray) -> np.ndarray:
+        return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+    base = unit(rng.standard_normal((300, 32)))
+    queries = unit(rng.standard_normal((1000, 32)))
+    noise = rng.uniform(0.0, 0.1, (50, 1))  # cosines on both sides of 0.9
+    queries[:50] = unit(base[rng.integers(0, 300, 50)] + rng.standard_normal((50, 32)) * noise)
+    best, cosines = best_matches(queries, base, 0.9, block=128)
+    sims = queries.astype(np.float64) @ base.astype(np.float64).T
+    expected = np.where(sims.max(axis=1) >= 0.9, sims.argmax(axis=1), -1)
+    assert (best == expected).all() and 10 <= (best >= 0).sum() < 50
+    hit = best >= 0
+    assert np.allclose(cosines[hit], sims.max(axis=1)[hit]) and np.isnan(cosines[~hit]).all()
+    empty, _ = best_matches(queries, base[:0], 0.9)
+    assert (empty == -1).all()
+
+
+def test_semantic_matching_without_training_vectors_names_the_embed_stage(
+    images_set: Path, tmp_path: Path
+) -> None:
+    from medcurate.models.spec import ModelSpec
+
+    fake = ModelSpec("embed", "/models/fake-clip", "transformers", "0" * 64)
+    params = {
+        "eval_sets": [{"name": "vqa-rad", "kind": "images", "uri": str(images_set)}],
+        "normalize": NORMALIZE,
+    }
+    records = [training_record("t1", encode(picture(9)))]
+    with pytest.raises(RuntimeError, match=r"run the 'embed' stage .* before 'decontaminate'"):
+        fit_and_apply(params, records, tmp_path / "lake", "r", model=fake)
+    # The model is part of the stage's identity (and so of the run id).
+    plain = make_stage("decontaminate", params)
+    attached = make_stage("decontaminate", params)
+    attached.model = fake
+    assert plain.config_hash != attached.config_hash
+
+
+def _figure(seed: int) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    image = Image.new("RGB", (96, 96), tuple(int(v) for v in rng.integers(0, 255, 3)))
+    draw = ImageDraw.Draw(image)
+    for _ in range(4):
+        x, y = (int(v) for v in rng.integers(0, 60, 2))
+        draw.ellipse((x, y, x + 30, y + 30), fill=tuple(int(v) for v in rng.integers(0, 255, 3)))
+    return image
+
+
+def _semantic_pipeline(corpus: Path, evalset: Path, clip: Path | None, radius: int) -> dict:
+    normalize = {"max_side": 256, "min_side": 32, "jpeg_quality": 90}
+    config = {
+        "name": "decon-semantic",
+        "sources": [{"name": "figs", "kind": "labeled", "uri": str(corpus), "params": {"license": "cc0"}}],
+        "stages": {
+            "normalize": normalize,
+            "embed": {},
+            "decontaminate": {
+                "eval_sets": [{"name": "leak-test", "kind": "images", "uri": str(evalset)}],
+                "normalize": normalize,
+                "radius": radius,
+                "semantic_threshold": 0.9999,
+            },
+        },
+        "release": {"name": "decon-semantic"},
+    }
+    if clip is not None:
+        config["models"] = {"embed": {"path": str(clip)}}
+    return config
+
+
+def _vector_keys(lake: Lake) -> tuple[list[str], list[str]]:
+    from medcurate.dedup.vectors import VECTOR_ROOT
+
+    files = sorted(lake.walk_files(VECTOR_ROOT, suffix=".parquet"))
+    keys = sorted(k for rel in files for k in lake.read_parquet(rel).column("key").to_pylist())
+    return files, keys
+
+
+def test_a_semantic_copy_of_a_training_image_is_removed_with_a_tiny_clip(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    from medcurate.config import PipelineConfig
+    from medcurate.models.registry import unload_all
+    from medcurate.models.tiny import write_tiny_clip
+    from medcurate.steps import build_stages
+
+    from .conftest import run_steps
+
+    corpus, evalset = tmp_path / "corpus", tmp_path / "eval"
+    figures = [_figure(seed) for seed in range(4)]
+    for seed, figure in enumerate(figures):
+        (corpus / f"class{seed % 2}").mkdir(parents=True, exist_ok=True)
+        (corpus / f"class{seed % 2}" / f"fig{seed}.png").write_bytes(encode(figure))
+    evalset.mkdir()
+    # A 1-pixel crop of fig0: other pixels, a phash 2 bits away (radius 0 here), cosine ~0.99997.
+    (evalset / "leak.png").write_bytes(encode(figures[0].crop((1, 1, 95, 95))))
+    (evalset / "same.png").write_bytes(encode(figures[1]))  # fig1's pixels: an exact match
+    (evalset / "unseen.png").write_bytes(encode(_figure(10)))
+
+    # Without a model the stage still runs (exact and phash only); only embed is skipped.
+    cfg = PipelineConfig.model_validate(_semantic_pipeline(corpus, evalset, None, 0))
+    _, dataset, skipped = build_stages(cfg)
+    assert [s.name for s in dataset] == ["decontaminate"] and skipped == ["embed: no model for role 'embed'"]
+
+    clip = write_tiny_clip(tmp_path / "tiny-clip")
+    lake_root = tmp_path / "lake"
+    try:
+        cfg = PipelineConfig.model_validate(_semantic_pipeline(corpus, evalset, clip, 0))
+        lake, plan, _, _ = run_steps(cfg, lake_root)
+        assert plan.skipped_stages == []
+        files, keys = _vector_keys(lake)
+        # 4 training images + leak + unseen: same.png normalises to fig1's bytes and shares its vector.
+        assert len(keys) == len(set(keys)) == 6
+
+        # Another run (other radius: another run id) embeds nothing: training and eval vectors are stored.
+        cfg2 = PipelineConfig.model_validate(_semantic_pipeline(corpus, evalset, clip, 1))
+        _, plan2, _, _ = run_steps(cfg2, lake_root)
+        assert plan2.run_id != plan.run_id
+        assert _vector_keys(lake) == (files, keys)
+    finally:
+        unload_all()
+
+    for run_id in (plan.run_id, plan2.run_id):
+        excluded = {
+            Path(row["source"]["uri"]).name: row
+            for rel in lake.walk_files(f"runs/{run_id}/excluded/decontaminate", suffix=".parquet")
+            for row in lake.read_parquet(rel).to_pylist()
+        }
+        assert set(excluded) == {"fig0.png", "fig1.png"}, "fig2 and fig3 stay"
+        semantic, exact = excluded["fig0.png"], excluded["fig1.png"]
+        assert semantic["dedup"]["method"].startswith("semantic:tiny-clip@")
+        assert 0 <= semantic["dedup"]["distance"] < 1e-4
+        assert semantic["status_reason"].startswith("eval_overlap: cosine 0.9999")
+        assert semantic["status_reason"].endswith(" to leak-test:leak.png")
+        event = semantic["lineage"][-1]
+        assert event["stage"] == "decontaminate" and event["model"].startswith("tiny-clip@")
+        assert json.loads(event["details"])["method"] == semantic["dedup"]["method"]
+        assert exact["dedup"]["method"] == "exact_pixels" and exact["lineage"][-1]["model"] is None
+        summary = json.loads((lake_root / "runs" / run_id / "decontaminate.json").read_text())["leak-test"]
+        ref = semantic["dedup"]["method"].removeprefix("semantic:")
+        assert summary["by_method"] == {"exact_pixels": 1, "phash": 0, f"semantic:{ref}": 1}
+        assert summary["model"] == ref and summary["semantic_threshold"] == 0.9999
+        assert summary["eval_images_embedded"] == 3 and summary["removed"] == 2
+    text = _dedup_section({"decontamination": {"leak-test": summary}}, {})
+    assert "| leak-test | 3 | 0 | 2 | 2 | exact_pixels 1, semantic:" in text
+    assert f"image embeddings of `{ref}`, cosine >= 0.9999" in text

@@ -33,6 +33,7 @@ RELAXED = [
     "stages.quality_filter.drop_flags=[]",
     "stages.quality_filter.min={image.min_side: 32}",
     "stages.semantic_dedup.threshold=0.9999",
+    "stages.decontaminate.semantic_threshold=0.9999",
 ]
 MODEL_STAGES = ("embed", "semantic_dedup", "caption", "panel_rewrite", "paraphrase", "judge")
 

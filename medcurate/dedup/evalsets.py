@@ -17,6 +17,11 @@ and decompression bombs are not fatal: they become rows with an ``error`` and ar
 Indexes are cached in the lake under ``state/evalsets/<name>/<key>.parquet``; the key hashes the
 listing (relative paths, sizes and content sha256) and the fingerprint params, so a nightly run
 hashes the set's files and reads one parquet file instead of decoding every image again.
+
+The index holds hashes, never image bytes: its ``sha256`` (of the normalized image, as a training
+record's ``image.sha256``) keys the image's embedding in the lake's vector store, and
+``normalized_images`` reads chosen members again, through the same normalize params, when an
+embedding model needs their bytes.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import re
 import stat
 import tarfile
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
@@ -43,7 +48,7 @@ from medcurate.stages.normalize import DEFAULTS as NORMALIZE_DEFAULTS
 from medcurate.stages.normalize import NormalizeStage
 
 #: Bump when the index layout or the way members are read changes: old cache files stop matching.
-INDEX_VERSION = "1"
+INDEX_VERSION = "2"  # 2: sha256 of the normalized image (the vector store key)
 KINDS = ("images", "webdataset", "manifest")
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif"})
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]*$")  # it names a lake folder
@@ -55,6 +60,7 @@ INDEX_SCHEMA = pa.schema(
         ("pixel_sha256", pa.string()),
         ("phash", pa.string()),
         ("phash_fine", pa.string()),  # 256-bit, confirms phash matches (absent in older manifests)
+        ("sha256", pa.string()),  # of the normalized image bytes, as training records' image.sha256
         ("error", pa.string()),  # "code: detail" when the image was not fingerprinted
     ]
 )
@@ -63,7 +69,8 @@ _HEX16 = re.compile(r"^[0-9a-f]{16}$")
 #: Codes of members that were refused before decoding (not images we failed to read).
 SKIP_CODES = frozenset({"unsafe_member", "not_a_file", "file_too_large", "unsafe_path", "missing_file"})
 
-Row = tuple[str, str | None, str | None, str | None, str | None]  # member, pixel, phash, phash_fine, error
+#: member, pixel_sha256, phash, phash_fine, sha256, error
+Row = tuple[str, str | None, str | None, str | None, str | None, str | None]
 
 
 @dataclass(frozen=True)
@@ -147,18 +154,41 @@ class Fingerprinter:
     def max_bytes(self) -> int:
         return int(self.params["max_file_bytes"])
 
-    def __call__(self, member: str, raw: bytes) -> Row:
+    def normalized(self, raw: bytes) -> dict[str, Any]:
+        """The normalized image (bytes and hashes) as a training record holds it; raises ``Exclude``."""
         self.calls += 1
+        record, _ = self.stage.apply(new_record("eval", image={"bytes": raw}), self._ctx)
+        return record["image"]
+
+    def __call__(self, member: str, raw: bytes) -> Row:
         try:
-            record, _ = self.stage.apply(new_record("eval", image={"bytes": raw}), self._ctx)
+            image = self.normalized(raw)
         except Exclude as exc:  # corrupt, bomb, unsupported mode: counted, not fatal
             return _failed(member, exc.reason)
-        image = record["image"]
-        return member, image["pixel_sha256"], image["phash"], image.get("phash_fine"), None
+        return member, image["pixel_sha256"], image["phash"], image.get("phash_fine"), image["sha256"], None
+
+
+class _Rereader(Fingerprinter):
+    """Keeps the normalized bytes of the chosen members (other members are not decoded)."""
+
+    def __init__(self, normalize: Mapping[str, Any] | None, members: set[str]):
+        super().__init__(normalize)
+        self.members = members
+        self.found: list[tuple[str, str, bytes]] = []
+
+    def __call__(self, member: str, raw: bytes) -> Row:
+        if member not in self.members:
+            return _failed(member, "not_wanted")
+        try:
+            image = self.normalized(raw)
+        except Exclude as exc:
+            return _failed(member, exc.reason)
+        self.found.append((member, image["sha256"], image["bytes"]))
+        return member, image["pixel_sha256"], image["phash"], image.get("phash_fine"), image["sha256"], None
 
 
 def _failed(member: str, error: str) -> Row:
-    return member, None, None, None, error
+    return member, None, None, None, None, error
 
 
 # -- listings and readers, per kind -----------------------------------------------------------------
@@ -367,7 +397,7 @@ def _hash_row(member: str, pixel: Any, phash: Any, fine: Any) -> Row:
         return _failed(member, "bad_hash: not a 64-hex pixel_sha256 / 16-hex phash / 64-hex phash_fine")
     if not (pixel or phash):
         return _failed(member, "bad_hash: no hash")
-    return member, pixel, phash, fine if phash else None, None
+    return member, pixel, phash, fine if phash else None, None, None  # no image: no sha256 to embed
 
 
 def _manifest_rows(spec: EvalSetSpec, listing: list[Any], fp: Fingerprinter) -> Iterator[Row]:
@@ -432,6 +462,25 @@ def build_index(spec: EvalSetSpec, facts: list[Any], fp: Fingerprinter) -> pa.Ta
     return pa.table(data, schema=INDEX_SCHEMA)
 
 
+def normalized_images(
+    spec: EvalSetSpec,
+    normalize: Mapping[str, Any] | None,
+    members: Iterable[str],
+    facts: list[Any] | None = None,
+) -> Iterator[tuple[str, str, bytes]]:
+    """(member, sha256, normalized bytes) of the given members, read again from the set one at a time.
+
+    The index holds hashes only; what needs the image itself (an embedding model) reads it again
+    here, through the same normalize params, so the bytes and their sha256 are those the index holds.
+    Members that cannot be read now (gone, corrupt) are left out.
+    """
+    facts = listing(spec) if facts is None else facts
+    reader = _Rereader(normalize, set(members))
+    for _ in _READERS[spec.kind](spec, facts, reader):
+        while reader.found:
+            yield reader.found.pop(0)
+
+
 def load_index(
     spec: EvalSetSpec,
     normalize: Mapping[str, Any] | None,
@@ -465,4 +514,5 @@ __all__ = [
     "index_key",
     "listing",
     "load_index",
+    "normalized_images",
 ]

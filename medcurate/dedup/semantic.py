@@ -158,4 +158,54 @@ def semantic_duplicate_pairs(
     return np.column_stack([i[keep], j[keep], cosines[keep]]).astype(np.float64).reshape(-1, 3)
 
 
-__all__ = ["FLAT_MAX", "cluster_assignments", "default_clusters", "pair_cosines", "semantic_duplicate_pairs"]
+#: Query rows per ``best_matches`` search call (faiss blocks the product itself; this bounds our arrays).
+QUERY_BLOCK = 16_384
+
+
+def best_matches(
+    queries: np.ndarray, base: np.ndarray, threshold: float, block: int = QUERY_BLOCK
+) -> tuple[np.ndarray, np.ndarray]:
+    """For each query row, the base row of highest cosine if it is at least ``threshold``.
+
+    Returns (``[n]`` int64 base positions, -1 where none reaches the threshold; ``[n]`` float64 cosines,
+    NaN there). Both are unit rows. Exact: an inner-product flat index over ``base`` (a small evaluation
+    set) searched with k=1, ``block`` queries at a time; each hit's cosine is recomputed in float64 and
+    compared to the threshold, as ``semantic_duplicate_pairs`` does, so a pair right at the threshold is
+    decided the same whatever float32 rounding the search saw.
+    """
+    import faiss
+
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    base = np.ascontiguousarray(base, dtype=np.float32)
+    if queries.ndim != 2 or base.ndim != 2:
+        raise ValueError(f"vectors must be [n, d], got shapes {queries.shape} and {base.shape}")
+    if not -1.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold is a cosine in [-1, 1], got {threshold}")
+    best = np.full(len(queries), -1, np.int64)
+    cosines = np.full(len(queries), np.nan, np.float64)
+    if not len(queries) or not len(base):
+        return best, cosines
+    if queries.shape[1] != base.shape[1]:
+        raise ValueError(f"{queries.shape[1]}-d queries against {base.shape[1]}-d base vectors")
+    index = faiss.IndexFlatIP(base.shape[1])
+    index.add(base)
+    for start in range(0, len(queries), max(1, block)):
+        sims, found = index.search(queries[start : start + block], 1)
+        rows = np.flatnonzero((found[:, 0] >= 0) & (sims[:, 0] >= threshold - MARGIN))
+        if not len(rows):
+            continue
+        hits = found[rows, 0].astype(np.int64)
+        exact = np.einsum("ij,ij->i", queries[start + rows].astype(np.float64), base[hits].astype(np.float64))
+        keep = exact >= threshold
+        best[start + rows[keep]], cosines[start + rows[keep]] = hits[keep], exact[keep]
+    return best, cosines
+
+
+__all__ = [
+    "FLAT_MAX",
+    "best_matches",
+    "cluster_assignments",
+    "default_clusters",
+    "pair_cosines",
+    "semantic_duplicate_pairs",
+]

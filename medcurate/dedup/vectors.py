@@ -115,6 +115,25 @@ def vector_store(lake_uri: str, namespace: str) -> VectorStore:
         return _stores[key]
 
 
+def stored_vectors(
+    stage: str, model: ModelSpec, lake_uri: str | None, keys: Sequence[str], labels: Sequence[str]
+) -> np.ndarray:
+    """The stored vector of each key (``[len(keys), d]``), for a global stage reading what ``embed``
+    wrote; a missing one is a pipeline mistake, named with its fix (``labels``: what to name per key,
+    e.g. sample ids)."""
+    if lake_uri is None:
+        raise RuntimeError(f"stage {stage!r} reads image vectors from the lake and needs one")
+    vectors, found = vector_store(lake_uri, vector_namespace(model)).read(keys)
+    if not found.all():
+        missing = [label for label, ok in zip(labels, found.tolist(), strict=True) if not ok]
+        raise RuntimeError(
+            f"{stage}: {len(missing)} of {len(keys)} images have no vector from {model.ref} "
+            f"(e.g. {missing[:3]}); run the 'embed' stage with the same embed model before "
+            f"{stage!r} in the pipeline"
+        )
+    return vectors
+
+
 def forget_vector_stores() -> None:
     """Drop in-memory indexes (tests that delete a lake, or a long-lived worker between runs)."""
     with _stores_lock:
@@ -125,6 +144,7 @@ __all__ = [
     "VECTOR_ROOT",
     "VectorStore",
     "forget_vector_stores",
+    "stored_vectors",
     "table_vectors",
     "vector_namespace",
     "vector_store",

@@ -76,17 +76,26 @@ def _dedup_section(info: dict[str, Any], ledger: dict[str, Any]) -> str:
     elif not sets:
         lines.append("\nEvaluation sets: none configured for the `decontaminate` stage.")
     else:
+        # Summaries since decontaminate v2 also say by which method (exact, phash, a view, semantic).
+        by_method = any("by_method" in s for s in sets.values())
         lines += [
             "\n### Evaluation sets\n",
-            "| eval set | images indexed | not indexed | training samples removed | eval images matched |",
-            "|---|--:|--:|--:|--:|",
+            "| eval set | images indexed | not indexed | training samples removed | eval images matched |"
+            + (" removed by method |" if by_method else ""),
+            "|---|--:|--:|--:|--:|" + ("---|" if by_method else ""),
         ]
+        models = set()
         for name, s in sorted(sets.items()):
             not_indexed = s.get("unreadable", 0) + s.get("skipped", 0)
+            methods = ", ".join(f"{m} {n}" for m, n in (s.get("by_method") or {}).items() if n) or "-"
             lines.append(
                 f"| {name} | {s.get('images', 0)} | {not_indexed} | {s.get('removed', 0)} "
-                f"| {s.get('eval_images_matched', 0)} |"
+                f"| {s.get('eval_images_matched', 0)} |" + (f" {methods} |" if by_method else "")
             )
+            if s.get("model"):
+                models.add((s["model"], s.get("semantic_threshold")))
+        for model, threshold in sorted(models, key=str):
+            lines.append(f"\nSemantic matches: image embeddings of `{model}`, cosine >= {threshold}.")
     return "\n".join(lines) + "\n"
 
 
