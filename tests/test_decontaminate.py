@@ -28,6 +28,8 @@ from medcurate.stages import make_stage
 from medcurate.stages.base import StageContext, run_map_stage
 from medcurate.stages.normalize import NormalizeStage
 
+from .figures import figure
+
 NORMALIZE = {"max_side": 512, "min_side": 32, "jpeg_quality": 90}
 
 
@@ -613,16 +615,6 @@ def test_semantic_matching_without_training_vectors_names_the_embed_stage(
     assert plain.config_hash != attached.config_hash
 
 
-def _figure(seed: int) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    image = Image.new("RGB", (96, 96), tuple(int(v) for v in rng.integers(0, 255, 3)))
-    draw = ImageDraw.Draw(image)
-    for _ in range(4):
-        x, y = (int(v) for v in rng.integers(0, 60, 2))
-        draw.ellipse((x, y, x + 30, y + 30), fill=tuple(int(v) for v in rng.integers(0, 255, 3)))
-    return image
-
-
 def _semantic_pipeline(corpus: Path, evalset: Path, clip: Path | None, radius: int) -> dict:
     normalize = {"max_side": 256, "min_side": 32, "jpeg_quality": 90}
     config = {
@@ -663,15 +655,15 @@ def test_a_semantic_copy_of_a_training_image_is_removed_with_a_tiny_clip(tmp_pat
     from .conftest import run_steps
 
     corpus, evalset = tmp_path / "corpus", tmp_path / "eval"
-    figures = [_figure(seed) for seed in range(4)]
-    for seed, figure in enumerate(figures):
+    figures = [figure(seed) for seed in range(4)]
+    for seed, image in enumerate(figures):
         (corpus / f"class{seed % 2}").mkdir(parents=True, exist_ok=True)
-        (corpus / f"class{seed % 2}" / f"fig{seed}.png").write_bytes(encode(figure))
+        (corpus / f"class{seed % 2}" / f"fig{seed}.png").write_bytes(encode(image))
     evalset.mkdir()
     # A 1-pixel crop of fig0: other pixels, a phash 2 bits away (radius 0 here), cosine ~0.99997.
     (evalset / "leak.png").write_bytes(encode(figures[0].crop((1, 1, 95, 95))))
     (evalset / "same.png").write_bytes(encode(figures[1]))  # fig1's pixels: an exact match
-    (evalset / "unseen.png").write_bytes(encode(_figure(10)))
+    (evalset / "unseen.png").write_bytes(encode(figure(10)))
 
     # Without a model the stage still runs (exact and phash only); only embed is skipped.
     cfg = PipelineConfig.model_validate(_semantic_pipeline(corpus, evalset, None, 0))

@@ -3,36 +3,19 @@ searches pairs that involve its new samples (real Prefect runs and releases on o
 
 from __future__ import annotations
 
-from io import BytesIO
 from pathlib import Path
 
-import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from PIL import Image, ImageDraw, ImageOps
+from PIL import ImageOps
 
 from medcurate.dedup.released import index_counts
 from medcurate.lake import Lake
 from pipelines.flow import curate
 
+from .figures import figure, save_png
+
 pytestmark = pytest.mark.usefixtures("prefect_harness")
-
-
-def _figure(seed: int) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    image = Image.new("RGB", (128, 128), tuple(int(v) for v in rng.integers(0, 255, 3)))
-    draw = ImageDraw.Draw(image)
-    for _ in range(6):
-        x, y = (int(v) for v in rng.integers(0, 90, 2))
-        draw.rectangle((x, y, x + 36, y + 20), fill=tuple(int(v) for v in rng.integers(0, 255, 3)))
-    return image
-
-
-def _save(image: Image.Image, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    buffer = BytesIO()
-    image.save(buffer, "PNG")
-    path.write_bytes(buffer.getvalue())
 
 
 def _config(corpus: Path, **near: object) -> dict:
@@ -58,7 +41,7 @@ def test_a_later_copy_never_displaces_a_released_sample_and_only_new_pairs_are_s
 ) -> None:
     corpus, lake_root = tmp_path / "corpus", tmp_path / "lake"
     for seed in range(6):
-        _save(_figure(seed), corpus / "lesion" / f"fig{seed}.png")
+        save_png(figure(seed), corpus / "lesion" / f"fig{seed}.png")
     first = curate(_config(corpus), str(lake_root))
     assert first.published and first.sample_count == 6
     lake = Lake(str(lake_root))
@@ -66,9 +49,9 @@ def test_a_later_copy_never_displaces_a_released_sample_and_only_new_pairs_are_s
 
     # A larger copy of fig0 (the "resolution" criterion prefers it), a mirrored copy of fig1, and a
     # new unrelated figure arrive.
-    _save(_figure(0).resize((256, 256)), corpus / "lesion" / "fig0_large.png")
-    _save(ImageOps.mirror(_figure(1)), corpus / "lesion" / "fig1_mirrored.png")
-    _save(_figure(99), corpus / "lesion" / "fig99.png")
+    save_png(figure(0).resize((256, 256)), corpus / "lesion" / "fig0_large.png")
+    save_png(ImageOps.mirror(figure(1)), corpus / "lesion" / "fig1_mirrored.png")
+    save_png(figure(99), corpus / "lesion" / "fig99.png")
     second = curate(_config(corpus), str(lake_root))
     assert second.published
     assert _released(second) == {f"fig{i}.png" for i in range(6)} | {"fig99.png"}

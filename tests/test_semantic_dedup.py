@@ -4,13 +4,12 @@ semantic_dedup stages through a real run with a tiny random CLIP."""
 from __future__ import annotations
 
 import json
-from io import BytesIO
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pytest
-from PIL import Image, ImageDraw, ImageEnhance
+from PIL import Image, ImageEnhance
 
 from medcurate.dedup.semantic import semantic_duplicate_pairs
 from medcurate.dedup.vectors import VECTOR_ROOT, VectorStore, vector_namespace, vector_store
@@ -19,6 +18,8 @@ from medcurate.models.spec import ModelSpec
 from medcurate.schemas.record import new_record, to_batch
 from medcurate.stages import make_stage
 from medcurate.stages.base import StageContext, run_map_stage
+
+from .figures import figure, save_png
 
 FAKE_MODEL = ModelSpec("embed", "/models/fake-clip", "transformers", "0" * 64)
 
@@ -174,23 +175,6 @@ def test_stage_groups_by_cosine_keeps_by_policy_and_names_the_embed_stage(tmp_pa
         stage.fit(_fit_table(unknown, stage), ctx)
 
 
-def _figure(seed: int) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    image = Image.new("RGB", (96, 96), tuple(int(v) for v in rng.integers(0, 255, 3)))
-    draw = ImageDraw.Draw(image)
-    for _ in range(4):
-        x, y = (int(v) for v in rng.integers(0, 60, 2))
-        draw.ellipse((x, y, x + 30, y + 30), fill=tuple(int(v) for v in rng.integers(0, 255, 3)))
-    return image
-
-
-def _save(image: Image.Image, path: Path, **options) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    buffer = BytesIO()
-    image.save(buffer, "PNG", **options)
-    path.write_bytes(buffer.getvalue())
-
-
 def _pipeline(corpus: Path, clip: Path | None, threshold: float) -> dict:
     config = {
         "name": "semdedup-test",
@@ -245,13 +229,13 @@ def test_embed_and_semantic_dedup_through_a_run_with_a_tiny_clip(tmp_path: Path)
     from medcurate.models.tiny import write_tiny_clip
 
     corpus = tmp_path / "corpus"
-    figures = [_figure(seed) for seed in range(6)]
-    for seed, figure in enumerate(figures):
-        _save(figure, corpus / f"class{seed % 2}" / f"fig{seed}.png")
+    figures = [figure(seed) for seed in range(6)]
+    for seed, image in enumerate(figures):
+        save_png(image, corpus / f"class{seed % 2}" / f"fig{seed}.png")
     # A re-toned, smaller copy of fig0 (new pixel and phash); fig1's pixels in another PNG encoding.
     toned = ImageEnhance.Brightness(figures[0]).enhance(1.03).resize((88, 88), Image.LANCZOS)
-    _save(toned, corpus / "class0" / "zz-toned.png")
-    _save(figures[1], corpus / "class1" / "zz-reencoded.png", compress_level=0)
+    save_png(toned, corpus / "class0" / "zz-toned.png")
+    save_png(figures[1], corpus / "class1" / "zz-reencoded.png", compress_level=0)
     clip = write_tiny_clip(tmp_path / "tiny-clip")
     # Random weights put all images near each other (distinct ones measured up to cosine 0.993), so
     # the test threshold sits between them and the copies (> 0.9999); real models use ~0.95.
