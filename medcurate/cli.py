@@ -195,6 +195,90 @@ def verify(
         raise typer.Exit(1)
 
 
+def _release_folder(release: str, lake: str | None) -> Path:
+    """A release folder given as a path, or as NAME[@VERSION] in the lake (latest version by default)."""
+    folder = Path(release)
+    if folder.is_dir():
+        if not (folder / "release.json").is_file():
+            _fail(f"{folder} is not a release folder (no release.json)")
+        return folder
+    from medcurate.release.catalog import list_releases
+
+    store = _lake(lake)
+    name, _, version = release.partition("@")
+    found = [r for r in list_releases(store, name) if not version or r.version == version]
+    if not found:
+        _fail(f"no release {release} in {store.root_uri} (and no folder of that name)")
+    try:
+        return store.local_path(found[-1].path)
+    except ValueError as exc:
+        _fail(str(exc))
+
+
+@app.command()
+def pull(
+    release: Annotated[str, typer.Argument(help="A release folder, or NAME or NAME@VERSION in the lake")],
+    where: Annotated[
+        str,
+        typer.Option(
+            "--where",
+            help="One SQL boolean expression over manifest columns, e.g. "
+            "\"modality IN ('CT','MR') AND scores.quality >= 4\" (see medcurate/release/pull.py)",
+        ),
+    ],
+    split: Annotated[
+        list[str], typer.Option("--split", help="train, val or test; repeat for more (default: all)")
+    ] = [],  # noqa: B006
+    out: Annotated[Path | None, typer.Option("--out", help="New release folder (absent or empty)")] = None,
+    shard_max_count: Annotated[
+        int | None, typer.Option("--shard-max-count", help="Samples per shard (default: the parent's)")
+    ] = None,
+    shard_max_bytes: Annotated[
+        int | None, typer.Option("--shard-max-bytes", help="Bytes per shard (default: the parent's)")
+    ] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Release name (default: PARENT-pull)")] = None,
+    list_urls: Annotated[
+        bool, typer.Option("--list-urls", help="Print the parent's shard URLs holding a match; copy nothing")
+    ] = False,
+    lake: LakeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Write the samples matching a filter as a new, smaller, re-sharded release (byte-reproducible)."""
+    from medcurate.release.pull import PullError, select, shard_urls
+    from medcurate.release.pull import pull as pull_release
+
+    folder = _release_folder(release, lake)
+    try:
+        if list_urls:
+            urls = shard_urls(folder, select(folder / "manifest.parquet", where, split))
+            typer.echo(json.dumps(urls, indent=2) if as_json else "\n".join(urls))
+            return
+        if out is None:
+            _fail("--out is required (or --list-urls to copy nothing)")
+        info = pull_release(folder, where, split, out, shard_max_count, shard_max_bytes, name)
+    except PullError as exc:
+        _fail(str(exc))
+    row = {
+        "name": info["name"],
+        "version": info["version"],
+        "path": str(out),
+        "samples": info["sample_count"],
+        "shards": len(info["shards"]),
+        "content_hash": info["content_hash"],
+        "parent": info["parent"],
+    }
+    if as_json:
+        typer.echo(json.dumps(row, indent=2))
+        return
+    parent = info["parent"]
+    typer.echo(
+        f"{row['name']} {row['version']}: {row['samples']} samples in {row['shards']} shards, "
+        f"pulled from {parent['name']} {parent['version']}"
+    )
+    typer.echo(f"  path:          {out}")
+    typer.echo(f"  content hash:  {row['content_hash']}")
+
+
 @app.command()
 def audit(
     sample_id: Annotated[str, typer.Argument(help="A sample id (a shard member's key)")],

@@ -157,7 +157,7 @@ def _shard_event(settings: ReleaseSettings, run_id: str) -> dict[str, Any]:
     return lineage_event("shard", SHARD_STAGE_VERSION, sha256_json(params)[:16], run_id, "released")
 
 
-def _code_version() -> dict[str, str | None]:
+def code_version() -> dict[str, str | None]:
     """The package version and, when run from a git checkout, its commit."""
     try:
         commit = subprocess.run(
@@ -178,7 +178,7 @@ def _run_json(lake: Lake, rel: str) -> Any:
     return lake.read_json(rel) if lake.exists(rel) else None
 
 
-def _index(shards: list[Path], folder: Path, rows: dict[str, dict]) -> list[dict[str, Any]]:
+def manifest_rows_of(shards: list[Path], folder: Path, rows: dict[str, dict]) -> list[dict[str, Any]]:
     """Manifest rows in shard order, with each member's offsets read back from the tar headers."""
     manifest = []
     for shard in shards:
@@ -192,6 +192,21 @@ def _index(shards: list[Path], folder: Path, rows: dict[str, dict]) -> list[dict
                 {"ext": ext, "offset": offset, "data_offset": data_offset, "size": size}
             )
     return manifest
+
+
+def write_manifest(folder: Path, manifest_rows: list[dict[str, Any]]) -> tuple[pa.Table, dict[str, int]]:
+    """``manifest.parquet`` and ``shards/sizes.json`` (samples per shard, which ``wids`` reads) of a
+    release folder; returns the manifest and the samples per shard name."""
+    manifest = pa.Table.from_pylist(manifest_rows, MANIFEST_SCHEMA)
+    pq.write_table(manifest, folder / "manifest.parquet", compression="zstd")
+    per_shard: dict[str, int] = {}
+    for row in manifest_rows:
+        name = row["shard"].split("/")[-1]
+        per_shard[name] = per_shard.get(name, 0) + 1
+    (folder / "shards" / "sizes.json").write_text(
+        "{" + ", ".join(f'"{name}": {count}' for name, count in sorted(per_shard.items())) + "}\n"
+    )
+    return manifest, per_shard
 
 
 def build_release(
@@ -234,16 +249,8 @@ def build_release(
             return ReleaseOutcome(previous, published=False)
 
         version = bump(previous.version, settings.bump) if previous else settings.initial_version
-        manifest_rows = _index(shards, folder, rows)
-        manifest = pa.Table.from_pylist(manifest_rows, MANIFEST_SCHEMA)
-        pq.write_table(manifest, folder / "manifest.parquet", compression="zstd")
-        samples_per_shard: dict[str, int] = {}
-        for row in manifest_rows:
-            name = row["shard"].split("/")[-1]
-            samples_per_shard[name] = samples_per_shard.get(name, 0) + 1
-        (folder / "shards" / "sizes.json").write_text(
-            "{" + ", ".join(f'"{name}": {count}' for name, count in sorted(samples_per_shard.items())) + "}\n"
-        )
+        manifest_rows = manifest_rows_of(shards, folder, rows)
+        manifest, samples_per_shard = write_manifest(folder, manifest_rows)
         parent_manifest = (
             pq.read_table(lake.local_path(previous.path, "manifest.parquet")) if previous else None
         )
@@ -267,7 +274,7 @@ def build_release(
             "config": config,
             "config_hash": config_hash,
             "run_id": run_id,
-            "code_version": _code_version(),
+            "code_version": code_version(),
             "parent": {"version": previous.version, "content_hash": previous.content_hash}
             if previous
             else None,

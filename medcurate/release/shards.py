@@ -48,10 +48,18 @@ def write_shards(
     records: Iterable[dict[str, Any]], folder: Path, prefix: str, max_count: int, max_bytes: int
 ) -> list[Path]:
     """Write ``records`` (already sorted) into ``folder/prefix-NNNNNN.tar``; return the shard paths."""
+    samples = ({"__key__": record["sample_id"], **sample_members(record)} for record in records)
+    return write_member_shards(samples, folder, prefix, max_count, max_bytes)
+
+
+def write_member_shards(
+    samples: Iterable[dict[str, Any]], folder: Path, prefix: str, max_count: int, max_bytes: int
+) -> list[Path]:
+    """Write samples given as members (``__key__`` plus extension -> bytes) into size-bounded shards
+    with fixed tar metadata (mtime 0, one owner), so the same samples give the same bytes."""
     folder.mkdir(parents=True, exist_ok=True)
-    pattern = str(folder / f"{prefix}-%06d.tar")
     with wds.ShardWriter(
-        pattern,
+        str(folder / f"{prefix}-%06d.tar"),
         maxcount=max_count,
         maxsize=max_bytes,
         verbose=0,
@@ -60,8 +68,8 @@ def write_shards(
         user="medcurate",
         group="medcurate",
     ) as sink:
-        for record in records:
-            sink.write({"__key__": record["sample_id"], **sample_members(record)})
+        for sample in samples:
+            sink.write(sample)
     return sorted(folder.glob(f"{prefix}-*.tar"))
 
 
