@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
+import pyarrow.parquet as pq
 import typer
 
 # Prefect must not phone home (no network here) and should stay quiet unless asked.
@@ -277,6 +278,30 @@ def pull(
     )
     typer.echo(f"  path:          {out}")
     typer.echo(f"  content hash:  {row['content_hash']}")
+
+
+@app.command()
+def diff(
+    older: Annotated[str, typer.Argument(help="Release A: a folder, or NAME@VERSION in the lake")],
+    newer: Annotated[str, typer.Argument(help="Release B: a folder, or NAME@VERSION in the lake")],
+    out: Annotated[Path | None, typer.Option(help="Also write the rows to this parquet file")] = None,
+    lake: LakeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Samples added, removed (with the reason, from B's run or the releases between) and changed."""
+    from medcurate.release.diff import diff_releases, summary
+
+    table = diff_releases(_release_folder(older, lake), _release_folder(newer, lake))
+    if out is not None:
+        pq.write_table(table, out, compression="zstd")
+    if as_json:
+        typer.echo(json.dumps({"summary": summary(table), "rows": table.to_pylist()}, indent=2))
+        return
+    counts = summary(table)
+    typer.echo(f"{older} -> {newer}: " + ", ".join(f"{n} {kind}" for kind, n in counts.items()))
+    for row in table.to_pylist():
+        what = ", ".join(row["fields"]) if row["change"] == "changed" else row["dataset"]
+        typer.echo(f"{row['change']:8} {row['key']}  {what}  {row['reason']}")
 
 
 @app.command()
