@@ -306,18 +306,38 @@ def diff(
 
 @app.command()
 def audit(
-    sample_id: Annotated[str, typer.Argument(help="A sample id (a shard member's key)")],
+    sample_id: Annotated[str | None, typer.Argument(help="A sample id (a shard member's key)")] = None,
+    source: Annotated[
+        str | None, typer.Option(help="An input uri: list every sample born from it, kept or dropped")
+    ] = None,
     lake: LakeOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Show a sample's record, source and every lineage event, released or not."""
-    from medcurate.audit import find_sample, render_text
+    """Show a sample's record, source (re-hashed: does it still match?) and every lineage event,
+    released or not; or with --source, every sample an input gave and why each was dropped."""
+    from medcurate.audit import check_source, find_sample, render_text, samples_of_source
 
-    result = find_sample(_lake(lake), sample_id)
+    store = _lake(lake)
+    if source is not None:
+        rows = samples_of_source(store, source)
+        if not rows:
+            _fail(f"no input {source} in any release, run or catalogue of {store.root_uri}", code=1)
+        if as_json:
+            typer.echo(json.dumps({"source": source, "samples": rows}, indent=2))
+            return
+        for row in rows:
+            why = f" ({row['reason']}, stage {row['stage']})" if row["reason"] else ""
+            typer.echo(f"{row['sample_id']}  {row['status']}{why}  {row['where']}")
+        return
+    if sample_id is None:
+        _fail("give a SAMPLE_ID, or --source URI")
+    result = find_sample(store, sample_id)
     if result is None:
         _fail(f"sample {sample_id} not found in any release or run", code=1)
+    result.source_check = check_source(store, result.record)
     if as_json:
-        typer.echo(json.dumps({"where": result.where, "record": result.record}, indent=2, default=str))
+        payload = {"where": result.where, "source_check": result.source_check, "record": result.record}
+        typer.echo(json.dumps(payload, indent=2, default=str))
     else:
         typer.echo(render_text(result))
 

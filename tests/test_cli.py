@@ -76,8 +76,13 @@ def test_audit_released_sample_shows_source_and_every_stage(cli_lake):
     assert text.exit_code == 0
     for stage in ("ingest.labeled", "normalize", "label_text", "split", "exact_dedup", "shard"):
         assert f"- {stage}@" in text.stdout
-    record = json.loads(runner.invoke(app, ["audit", key, "--lake", str(lake), "--json"]).stdout)["record"]
+    assert "[matches]" in text.stdout  # the source file was hashed again
+    payload = json.loads(runner.invoke(app, ["audit", key, "--lake", str(lake), "--json"]).stdout)
+    record = payload["record"]
     assert record["sample_id"] == key and len(record["source"]["sha256"]) == 64
+    assert payload["source_check"] == {"status": "matches", "why": "", "via": "path"}
+    listed = runner.invoke(app, ["audit", "--source", record["source"]["uri"], "--lake", str(lake)])
+    assert listed.exit_code == 0 and f"{key}  released" in listed.stdout
 
 
 def test_audit_finds_a_quarantined_sample_with_its_reason(cli_lake):
@@ -96,6 +101,8 @@ def test_audit_unknown_sample_fails_clearly(cli_lake):
     lake, _ = cli_lake
     result = runner.invoke(app, ["audit", "labeled-nope", "--lake", str(lake)])
     assert result.exit_code == 1 and "not found" in result.output
+    result = runner.invoke(app, ["audit", "--source", "/nowhere.png", "--lake", str(lake)])
+    assert result.exit_code == 1 and "no input /nowhere.png" in result.output
 
 
 def test_bad_pipeline_override_is_a_clear_error(tmp_path):

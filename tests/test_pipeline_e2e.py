@@ -108,6 +108,41 @@ def _released_records(lake_root) -> list[dict]:
     return [json.loads(sample["json"]) for sample in wds.WebDataset(shards, shardshuffle=False)]
 
 
+def test_every_released_sample_traces_to_a_source_whose_checksum_still_matches(demo_run):
+    from medcurate.audit import check_source
+    from medcurate.lake import Lake
+
+    _, lake_root, _ = demo_run
+    lake = Lake(str(lake_root))
+    records = _released_records(lake_root)
+    checks = {r["sample_id"]: check_source(lake, r) for r in records}
+    assert {c["status"] for c in checks.values()} == {"matches"}, checks
+    kinds = {r["source"]["kind"]: checks[r["sample_id"]]["via"] for r in records}
+    assert kinds.keys() >= {"labeled", "pmc", "dicom", "nifti"}
+    assert kinds["dicom"] == kinds["nifti"] == "restricted path map" and kinds["labeled"] == "path"
+
+
+def test_audit_source_lists_kept_and_dropped_samples_of_one_input(demo_run, corpus_root):
+    from medcurate.audit import samples_of_source
+    from medcurate.lake import Lake
+
+    _, lake_root, _ = demo_run
+    lake = Lake(str(lake_root))
+    retracted = next(
+        r
+        for rel in lake.walk_files("runs", suffix=".parquet")
+        if "/excluded/" in rel
+        for r in lake.read_parquet(rel, columns=["sample_id", "status_reason", "source"]).to_pylist()
+        if r["status_reason"] and r["status_reason"].startswith("retracted")
+    )
+    rows = samples_of_source(lake, retracted["source"]["uri"])
+    assert [r["sample_id"] for r in rows] == [retracted["sample_id"]]
+    assert rows[0]["status"] == "filtered" and rows[0]["reason"].startswith("retracted")
+    for kept in _released_records(lake_root):  # every kind, DICOM by its instance uri too
+        rows = {r["sample_id"]: r for r in samples_of_source(lake, kept["source"]["uri"])}
+        assert rows[kept["sample_id"]]["status"] == "released", kept["source"]
+
+
 def test_planted_duplicates_leave_exactly_one_copy(demo_run, corpus_root):
     """Re-encoded, resized and mirrored copies, and one figure reprinted by a second PMC article."""
     from medcurate.samplecorpus import PLANTED_DUPLICATES
