@@ -34,7 +34,9 @@ from medcurate.release.catalog import (
     write_checksums,
 )
 from medcurate.release.changes import CurrentFacts, compute_changes
+from medcurate.release.plots import write_plots
 from medcurate.release.shards import member_offsets, write_shards
+from medcurate.release.wids_index import write_wids_index
 from medcurate.schemas.record import LABEL, SCHEMA_VERSION, SCORE, lineage_event
 
 MEMBER = pa.struct(
@@ -195,8 +197,8 @@ def manifest_rows_of(shards: list[Path], folder: Path, rows: dict[str, dict]) ->
 
 
 def write_manifest(folder: Path, manifest_rows: list[dict[str, Any]]) -> tuple[pa.Table, dict[str, int]]:
-    """``manifest.parquet`` and ``shards/sizes.json`` (samples per shard, which ``wids`` reads) of a
-    release folder; returns the manifest and the samples per shard name."""
+    """``manifest.parquet`` and ``shards/sizes.json`` (samples per shard, which open_clip's
+    ``get_dataset_size`` reads) of a release folder; returns the manifest and samples per shard."""
     manifest = pa.Table.from_pylist(manifest_rows, MANIFEST_SCHEMA)
     pq.write_table(manifest, folder / "manifest.parquet", compression="zstd")
     per_shard: dict[str, int] = {}
@@ -251,6 +253,7 @@ def build_release(
         version = bump(previous.version, settings.bump) if previous else settings.initial_version
         manifest_rows = manifest_rows_of(shards, folder, rows)
         manifest, samples_per_shard = write_manifest(folder, manifest_rows)
+        write_wids_index(folder, manifest, name=settings.name)
         parent_manifest = (
             pq.read_table(lake.local_path(previous.path, "manifest.parquet")) if previous else None
         )
@@ -284,7 +287,9 @@ def build_release(
             "decontamination": _run_json(lake, f"runs/{run_id}/decontaminate.json"),
             "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         }
-        (folder / "card.md").write_text(render_card(info, manifest, ledger()))
+        run_ledger = ledger()
+        plots = write_plots(info, manifest, run_ledger, folder)  # under plots/, so checksums cover them
+        (folder / "card.md").write_text(render_card(info, manifest, run_ledger, plots))
         lake.write_json(f"{staging_rel}/release.json", info)
         write_checksums(folder)
         final_rel = f"releases/{settings.name}/{version}"

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
+
+if TYPE_CHECKING:
+    from medcurate.release.plots import Plot
 
 
 def _table(title: str, counts: Counter) -> str:
@@ -99,7 +103,22 @@ def _dedup_section(info: dict[str, Any], ledger: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_card(info: dict[str, Any], manifest: pa.Table, ledger: dict[str, Any]) -> str:
+def _plots_section(plots: Sequence[Plot]) -> str:
+    """Markdown images of the PNGs ``write_plots`` drew beside the card (paths relative to it)."""
+    lines = ["## Plots\n"]
+    for plot in plots:
+        alt = plot.title.replace("[", "(").replace("]", ")")
+        lines.append(f"![{alt}]({plot.path})\n")
+    return "\n".join(lines)
+
+
+def render_card(
+    info: dict[str, Any],
+    manifest: pa.Table,
+    ledger: dict[str, Any],
+    plots: Sequence[Plot] | None = None,
+) -> str:
+    """The card's Markdown; with ``plots`` (from ``plots.write_plots``) a "Plots" section links them."""
     rows = manifest.to_pylist()
     labels: Counter = Counter()
     for row in rows:
@@ -110,6 +129,7 @@ def render_card(info: dict[str, Any], manifest: pa.Table, ledger: dict[str, Any]
         f"- samples: {info['sample_count']}\n- shards: {len(info['shards'])}\n"
         f"- content hash: `{info['content_hash']}`\n- parent: {(info.get('parent') or {}).get('version')}\n"
         f"- schema version: {info['schema_version']}\n- config hash: `{info['config_hash']}`\n",
+        *([_plots_section(plots)] if plots else []),
         "## Contents\n",
         _table("By source", Counter(row["dataset"] for row in rows)),
         _table("By source kind", Counter(row["source_kind"] for row in rows)),
