@@ -38,7 +38,9 @@ import pyarrow.parquet as pq
 from medcurate.release.builder import code_version, manifest_rows_of, write_manifest
 from medcurate.release.card import render_card
 from medcurate.release.catalog import content_hash, file_sha256, write_checksums
+from medcurate.release.plots import write_plots
 from medcurate.release.shards import write_member_shards
+from medcurate.release.wids_index import write_wids_index
 
 SPLITS = ("train", "val", "test")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -271,6 +273,7 @@ def pull(
         if [r["key"] for r in manifest_rows] != [r["key"] for r in rows]:
             raise PullError("shards read back do not hold the selected samples in order")
         table, per_shard = write_manifest(staging, manifest_rows)
+        write_wids_index(staging, table, name=name)
         pull_filter = {"where": where, "split": splits or None}
         sharding = {"max_count": max_count, "max_bytes": max_bytes}
         info = {
@@ -298,7 +301,8 @@ def pull(
             "created_at": parent_info.get("created_at"),  # the parent's: a pull has no time of its own
         }
         ledger = _parent_ledger(parent, parent_info)
-        card = render_card(info, table, ledger or {"sources": {}}).replace(
+        plots = write_plots(info, table, ledger or {"sources": {}}, staging)
+        card = render_card(info, table, ledger or {"sources": {}}, plots).replace(
             _NO_CHANGES, "## Changes since the parent release\n\nnone: a pull selects, see Pull below\n"
         )
         (staging / "card.md").write_text(card + _pull_section(info, manifest.num_rows, ledger is not None))
