@@ -1,4 +1,4 @@
-"""Small synthetic figures for dedup tests: distinct per seed, real PNG files."""
+"""Small synthetic figures for tests (distinct per seed, real PNG files), and a tiny real release."""
 
 from __future__ import annotations
 
@@ -27,3 +27,35 @@ def save_png(image: Image.Image, path: Path, **options) -> None:
     buffer = BytesIO()
     image.save(buffer, "PNG", **options)
     path.write_bytes(buffer.getvalue())
+
+
+def labeled_release(
+    root: Path, name: str, images: dict[str, list[bytes]], stages: dict, shard_max_count: int
+):
+    """A real release (``curate``, Prefect) of a labeled image folder: one class folder per key of
+    ``images``, licensed cc0, modality XR, with ``stages`` after normalize and label_text."""
+    from pipelines.flow import curate
+
+    corpus = root / "corpus"
+    for class_name, blobs in images.items():
+        (corpus / class_name).mkdir(parents=True)
+        for i, blob in enumerate(blobs):
+            (corpus / class_name / f"img{i}.png").write_bytes(blob)
+    config = {
+        "name": name,
+        "sources": [
+            {
+                "name": "xr",
+                "kind": "labeled",
+                "uri": str(corpus),
+                "params": {"license": "cc0", "modality": "XR"},
+            }
+        ],
+        "stages": {
+            "normalize": {"max_side": 256, "min_side": 32},
+            "label_text": {"template": "labels.generic"},
+            **stages,
+        },
+        "release": {"name": name, "shard_max_count": shard_max_count},
+    }
+    return curate(config, str(root / "lake"))

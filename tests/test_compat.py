@@ -26,7 +26,9 @@ from PIL import Image, ImageDraw
 from torch.utils.data import DataLoader
 from webdataset.tariterators import base_plus_ext, tar_file_expander, url_opener, valid_sample
 
-from medcurate.release.wids_index import WIDS_KIND, wids_descriptor, write_wids_index
+from medcurate.release.wids_index import WIDS_KIND, wids_descriptor
+
+from .figures import labeled_release
 
 CLASSES = ("effusion", "nodule", "normal")
 PER_CLASS = 4
@@ -52,36 +54,14 @@ def _image(seed: int) -> bytes:
 @pytest.fixture(scope="module")
 def release(tmp_path_factory, prefect_harness) -> Path:
     """A real release of 3 classes x 4 images in 3-sample shards, with its ``wids.json``."""
-    from pipelines.flow import curate
-
-    root = tmp_path_factory.mktemp("compat")
-    corpus = root / "corpus"
-    for c, name in enumerate(CLASSES):
-        (corpus / name).mkdir(parents=True)
-        for i in range(PER_CLASS):
-            (corpus / name / f"img{i}.png").write_bytes(_image(10 * c + i))
-    config = {
-        "name": "compat-test",
-        "sources": [
-            {
-                "name": "xr",
-                "kind": "labeled",
-                "uri": str(corpus),
-                "params": {"license": "cc0", "modality": "XR"},
-            }
-        ],
-        "stages": {
-            "normalize": {"max_side": 256, "min_side": 32},
-            "label_text": {"template": "labels.generic"},
-            "split": {"ratios": {"train": 0.6, "val": 0.2, "test": 0.2}},
-        },
-        "release": {"name": "compat-test", "shard_max_count": SHARD_MAX_COUNT},
-    }
-    summary = curate(config, str(root / "lake"))
+    images = {name: [_image(10 * c + i) for i in range(PER_CLASS)] for c, name in enumerate(CLASSES)}
+    stages = {"split": {"ratios": {"train": 0.6, "val": 0.2, "test": 0.2}}}
+    summary = labeled_release(
+        tmp_path_factory.mktemp("compat"), "compat-test", images, stages, SHARD_MAX_COUNT
+    )
     assert summary.published and summary.sample_count == len(CLASSES) * PER_CLASS
     folder = Path(summary.release_path)
-    if not (folder / "wids.json").exists():  # until the builder writes it itself
-        write_wids_index(folder, pq.read_table(folder / "manifest.parquet"), name="compat-test")
+    assert (folder / "wids.json").is_file()  # every release writes it
     return folder
 
 

@@ -21,6 +21,8 @@ from medcurate.release.builder import MANIFEST_SCHEMA
 from medcurate.release.catalog import verify_release
 from medcurate.release.pull import PullError, pull, select, shard_urls
 
+from .figures import labeled_release
+
 runner = CliRunner()
 CLASSES = ("effusion", "nodule", "normal")
 WHERE = "class_name IN ('effusion', 'nodule') AND scores.\"image.min_side\" >= 64"
@@ -43,34 +45,13 @@ def _image(seed: int) -> bytes:
 @pytest.fixture(scope="module")
 def parent(tmp_path_factory, prefect_harness) -> Path:
     """A real release of 3 classes x 8 images in 5-sample shards, with rule scores (quality_signals)."""
-    from pipelines.flow import curate
-
-    root = tmp_path_factory.mktemp("pull")
-    corpus = root / "corpus"
-    for c, name in enumerate(CLASSES):
-        (corpus / name).mkdir(parents=True)
-        for i in range(8):
-            (corpus / name / f"img{i}.png").write_bytes(_image(100 * c + i))
-    config = {
-        "name": "pull-test",
-        "sources": [
-            {
-                "name": "xr",
-                "kind": "labeled",
-                "uri": str(corpus),
-                "params": {"license": "cc0", "modality": "XR"},
-            }
-        ],
-        "stages": {
-            "normalize": {"max_side": 256, "min_side": 32},
-            "label_text": {"template": "labels.generic"},
-            "split": {"ratios": {"train": 0.6, "val": 0.2, "test": 0.2}},
-            "exact_dedup": {},
-            "quality_signals": {},
-        },
-        "release": {"name": "pull-test", "shard_max_count": 5},
+    images = {name: [_image(100 * c + i) for i in range(8)] for c, name in enumerate(CLASSES)}
+    stages = {
+        "split": {"ratios": {"train": 0.6, "val": 0.2, "test": 0.2}},
+        "exact_dedup": {},
+        "quality_signals": {},
     }
-    summary = curate(config, str(root / "lake"))
+    summary = labeled_release(tmp_path_factory.mktemp("pull"), "pull-test", images, stages, 5)
     assert summary.published and summary.sample_count == 24
     return Path(summary.release_path)
 
