@@ -15,13 +15,12 @@ keys, a key written once never rewritten, lookups through a per-process key inde
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 
 import numpy as np
 import pyarrow as pa
 
-from medcurate.lake.keyed_files import KeyedFiles
+from medcurate.lake.keyed_files import KeyedFiles, PerProcess
 from medcurate.lake.store import Lake
 from medcurate.models.spec import ModelSpec
 
@@ -102,17 +101,12 @@ class VectorStore:
         return self._files.write(vector_table(new_keys, vectors[[first[k] for k in new_keys]]))
 
 
-_stores: dict[tuple[str, str], VectorStore] = {}
-_stores_lock = threading.Lock()
+_STORES = PerProcess(VectorStore)
 
 
 def vector_store(lake_uri: str, namespace: str) -> VectorStore:
     """The process's store object for a namespace (its index is read once per process)."""
-    with _stores_lock:
-        key = (lake_uri, namespace)
-        if key not in _stores:
-            _stores[key] = VectorStore(Lake(lake_uri), namespace)
-        return _stores[key]
+    return _STORES.get(lake_uri, namespace)
 
 
 def stored_vectors(
@@ -134,16 +128,9 @@ def stored_vectors(
     return vectors
 
 
-def forget_vector_stores() -> None:
-    """Drop in-memory indexes (tests that delete a lake, or a long-lived worker between runs)."""
-    with _stores_lock:
-        _stores.clear()
-
-
 __all__ = [
     "VECTOR_ROOT",
     "VectorStore",
-    "forget_vector_stores",
     "stored_vectors",
     "table_vectors",
     "vector_namespace",

@@ -10,7 +10,8 @@ index from key to file), then only the files holding what was asked.
 from __future__ import annotations
 
 import threading
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
+from typing import Generic, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -75,3 +76,28 @@ class KeyedFiles:
                 self._index.setdefault(key, rel)
             self._indexed_files.add(rel)
         return rel
+
+
+T = TypeVar("T")
+
+
+class PerProcess(Generic[T]):
+    """One store object per (lake, namespace) in this process, so each index is read once per
+    process however many stages, batches or threads ask; thread-safe."""
+
+    def __init__(self, make: Callable[[Lake, str], T]):
+        self._make = make
+        self._objects: dict[tuple[str, str], T] = {}
+        self._lock = threading.Lock()
+
+    def get(self, lake_uri: str, namespace: str) -> T:
+        with self._lock:
+            key = (lake_uri, namespace)
+            if key not in self._objects:
+                self._objects[key] = self._make(Lake(lake_uri), namespace)
+            return self._objects[key]
+
+    def forget(self) -> None:
+        """Drop in-memory indexes (tests that delete a lake, or a long-lived worker between runs)."""
+        with self._lock:
+            self._objects.clear()

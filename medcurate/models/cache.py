@@ -12,13 +12,12 @@ the rows they hit, so a large cache costs one small scan, not a full read.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import pyarrow as pa
 
-from medcurate.lake.keyed_files import KeyedFiles
+from medcurate.lake.keyed_files import KeyedFiles, PerProcess
 from medcurate.lake.store import Lake
 
 CACHE_ROOT = "state/model_cache"
@@ -66,20 +65,14 @@ class ResultCache:
             self._files.write(pa.Table.from_pylist([dict(row) for row in rows], CACHE_SCHEMA))
 
 
-_caches: dict[tuple[str, str], ResultCache] = {}
-_caches_lock = threading.Lock()
+_CACHES = PerProcess(ResultCache)
 
 
 def result_cache(lake_uri: str, namespace: str) -> ResultCache:
     """The process's cache object for a namespace (its index is read once per process)."""
-    with _caches_lock:
-        key = (lake_uri, namespace)
-        if key not in _caches:
-            _caches[key] = ResultCache(Lake(lake_uri), namespace)
-        return _caches[key]
+    return _CACHES.get(lake_uri, namespace)
 
 
 def forget_caches() -> None:
     """Drop in-memory indexes (tests that delete a lake, or a long-lived worker between runs)."""
-    with _caches_lock:
-        _caches.clear()
+    _CACHES.forget()
