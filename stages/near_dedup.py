@@ -100,7 +100,8 @@ class NearDedupStage(GlobalStage):
         hashes = np.array([_hex(cols["image.phash"][i]) for i in rows], dtype=np.uint64)
         fine = [self._fine(cols, i) for i in rows.tolist()]
         views = {view: [self._view(cols, i, view) for i in rows.tolist()] for view in p["variants"]}
-        view_lists = [json.dumps(v) for v in self._view_lists(views, len(rows))]
+        # Per record, its configured views as [name, phash, fine phash]: what the index keeps and compares.
+        view_lists = [json.dumps([[view, *views[view][k]] for view in views]) for k in range(len(rows))]
         signatures = [
             signature([cols["image.phash"][i], cols["image.phash_fine"][i], by_view])
             for i, by_view in zip(rows.tolist(), view_lists, strict=True)
@@ -126,7 +127,8 @@ class NearDedupStage(GlobalStage):
                 ]
             )
             cross = cross[cross[:, 0] != cross[:, 1]]
-            edges.append(self._confirmed(cross, f"phash:{view}", [f for _, f in view_rows], fine, p))
+            view_fine = [_hex(f) for _, f in view_rows]
+            edges.append(self._confirmed(cross, f"phash:{view}", view_fine, fine, p))
         edges = self._outside_groups([e for e in edges if e], cols, rows, p["ignore_within"])
         state: NearState = {}
         if edges:
@@ -146,11 +148,6 @@ class NearDedupStage(GlobalStage):
         return state
 
     @staticmethod
-    def _view_lists(views: dict[str, list[tuple[str, int]]], n: int) -> list[list[list[Any]]]:
-        """Per record, its configured views as [name, phash, fine phash] (JSON-able, comparable)."""
-        return [[[view, got[k][0], format(got[k][1], "x")] for view, got in views.items()] for k in range(n)]
-
-    @staticmethod
     def _fine(cols: dict[str, list[Any]], i: int) -> int:
         value = cols["image.phash_fine"][i]
         if not value:
@@ -158,15 +155,15 @@ class NearDedupStage(GlobalStage):
         return _hex(value)
 
     @staticmethod
-    def _view(cols: dict[str, list[Any]], i: int, view: str) -> tuple[str, int]:
-        """(phash, fine phash as int) of one configured view; normalize must have computed it."""
+    def _view(cols: dict[str, list[Any]], i: int, view: str) -> tuple[str, str]:
+        """(phash, fine phash) of one configured view; normalize must have computed it."""
         by_name = {v["transform"]: v for v in cols["image.phash_variants"][i] or []}
         if view not in by_name:
             raise ValueError(
                 f"near_dedup: variant {view!r} is missing on {cols['sample_id'][i]}; "
                 f"add it to normalize's hash_variants"
             )
-        return by_name[view]["phash"], _hex(by_name[view]["phash_fine"])
+        return by_name[view]["phash"], by_name[view]["phash_fine"]
 
     @staticmethod
     def _confirmed(

@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from medcurate.lake.store import Lake
-from medcurate.release.catalog import ReleaseRef, list_releases, parse_version
+from medcurate.release.catalog import ReleaseRef, list_releases
 from medcurate.stages.base import StageContext
 
 #: Parquet metadata key that holds what an index was matched under.
@@ -40,9 +40,7 @@ def previous_release(ctx: StageContext | None) -> tuple[Lake, ReleaseRef] | None
         return None
     lake = Lake(ctx.lake_uri)
     earlier = [r for r in list_releases(lake, ctx.release) if r.info.get("run_id") != ctx.run_id]
-    if not earlier:
-        return None
-    return lake, max(earlier, key=lambda r: parse_version(r.version))
+    return (lake, earlier[-1]) if earlier else None  # list_releases sorts by version
 
 
 @functools.lru_cache(maxsize=4)
