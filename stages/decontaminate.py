@@ -39,6 +39,7 @@ import pyarrow as pa
 
 from medcurate.dedup import near_duplicate_cross_pairs
 from medcurate.dedup.evalsets import EvalIndex, EvalSetSpec, listing, load_index, normalized_images
+from medcurate.dedup.hashes import view_hashes
 from medcurate.dedup.semantic import best_matches
 from medcurate.dedup.vectors import VectorStore, stored_vectors, vector_namespace, vector_store
 from medcurate.hashing import sha256_json
@@ -234,22 +235,11 @@ def _view_hashes(
     ids: list[str], phashes: list[str | None], variants: list[Any], view: str
 ) -> tuple[list[str | None], list[str | None]]:
     """(phash, fine phash) of one view of each record; a hashed record must have the view."""
-    hashes: list[str | None] = []
-    fine: list[str | None] = []
-    for sample_id, phash, views in zip(ids, phashes, variants, strict=True):
-        by_name = {v["transform"]: v for v in views or []}
-        if view not in by_name:
-            if phash:  # an image hashed without this view: normalize was told other views
-                raise ValueError(
-                    f"decontaminate: variant {view!r} is missing on {sample_id}; "
-                    f"add it to normalize's hash_variants"
-                )
-            hashes.append(None)
-            fine.append(None)
-            continue
-        hashes.append(by_name[view]["phash"])
-        fine.append(by_name[view].get("phash_fine"))
-    return hashes, fine
+    pairs = [
+        view_hashes(DecontaminateStage.name, sample_id, views, view) if phash else (None, None)
+        for sample_id, phash, views in zip(ids, phashes, variants, strict=True)
+    ]
+    return [h for h, _ in pairs], [f for _, f in pairs]
 
 
 def _hashes(values: list[str | None]) -> tuple[np.ndarray, np.ndarray]:

@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 
 from medcurate.dedup import near_duplicate_cross_pairs, near_duplicate_pairs
+from medcurate.dedup.hashes import view_hashes
 from medcurate.dedup.keep import (
     DEFAULT_KEEP,
     DEFAULT_QUALITY_SCORE,
@@ -99,7 +100,11 @@ class NearDedupStage(GlobalStage):
         ids = [cols["sample_id"][i] for i in rows]
         hashes = np.array([_hex(cols["image.phash"][i]) for i in rows], dtype=np.uint64)
         fine = [self._fine(cols, i) for i in rows.tolist()]
-        views = {view: [self._view(cols, i, view) for i in rows.tolist()] for view in p["variants"]}
+        variants = cols["image.phash_variants"]
+        views = {
+            view: [view_hashes(self.name, cols["sample_id"][i], variants[i], view) for i in rows.tolist()]
+            for view in p["variants"]
+        }
         # Per record, its configured views as [name, phash, fine phash]: what the index keeps and compares.
         view_lists = [json.dumps([[view, *views[view][k]] for view in views]) for k in range(len(rows))]
         signatures = [
@@ -119,11 +124,11 @@ class NearDedupStage(GlobalStage):
         edges = [self._confirmed(pairs, "phash", fine, fine, p)]
         everyone = np.arange(len(rows))
         for view, view_rows in views.items():
-            view_hashes = np.array([_hex(h) for h, _ in view_rows], dtype=np.uint64)
+            view_bits = np.array([_hex(h) for h, _ in view_rows], dtype=np.uint64)
             cross = np.concatenate(
                 [
-                    _remap(near_duplicate_cross_pairs(view_hashes[new], hashes, radius), new, everyone),
-                    _remap(near_duplicate_cross_pairs(view_hashes[old], hashes[new], radius), old, new),
+                    _remap(near_duplicate_cross_pairs(view_bits[new], hashes, radius), new, everyone),
+                    _remap(near_duplicate_cross_pairs(view_bits[old], hashes[new], radius), old, new),
                 ]
             )
             cross = cross[cross[:, 0] != cross[:, 1]]
@@ -153,17 +158,6 @@ class NearDedupStage(GlobalStage):
         if not value:
             raise ValueError(f"near_dedup: {cols['sample_id'][i]} has no phash_fine; re-run normalize (v2+)")
         return _hex(value)
-
-    @staticmethod
-    def _view(cols: dict[str, list[Any]], i: int, view: str) -> tuple[str, str]:
-        """(phash, fine phash) of one configured view; normalize must have computed it."""
-        by_name = {v["transform"]: v for v in cols["image.phash_variants"][i] or []}
-        if view not in by_name:
-            raise ValueError(
-                f"near_dedup: variant {view!r} is missing on {cols['sample_id'][i]}; "
-                f"add it to normalize's hash_variants"
-            )
-        return by_name[view]["phash"], by_name[view]["phash_fine"]
 
     @staticmethod
     def _confirmed(

@@ -241,6 +241,17 @@ def near_duplicate_cross_pairs(
     return out[np.lexsort((out[:, 1], out[:, 0]))]
 
 
+def view_hashes(stage: str, sample_id: str, variants: list[dict] | None, view: str) -> tuple[str, str]:
+    """(phash, fine phash) of one view (e.g. ``hflip``) from a record's ``image.phash_variants``;
+    a view the stage is configured for but normalize did not hash is a config mistake, named."""
+    for entry in variants or []:
+        if entry["transform"] == view:
+            return entry["phash"], entry["phash_fine"]
+    raise ValueError(
+        f"{stage}: variant {view!r} is missing on {sample_id}; add it to normalize's hash_variants"
+    )
+
+
 def groups(n: int, pairs: np.ndarray) -> np.ndarray:
     """Connected-component label (0..k-1) of each of ``n`` items linked by ``pairs`` (single link)."""
     from scipy.sparse import coo_matrix
