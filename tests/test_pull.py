@@ -102,6 +102,7 @@ def test_pull_matches_duckdb_on_the_parent_and_is_byte_reproducible(parent: Path
     assert json.loads((tmp_path / "a" / "release.json").read_text()) == info
     card = (tmp_path / "a" / "card.md").read_text()
     assert "This release is a pull of **pull-test 1.0.0**" in card and WHERE in card
+    assert "## Changes since the parent release\n\nnone: a pull selects, see Pull below\n" in card
     assert verify_release(tmp_path / "a") == []
 
     again = pull(parent, WHERE, ["val", "train"], tmp_path / "b", shard_max_count=3, name="effusion-nodule")

@@ -23,6 +23,8 @@ def _table(title: str, counts: Counter) -> str:
 
 def _changes(info: dict[str, Any]) -> str:
     changes = info.get("changes")
+    if info.get("filter") and info.get("parent"):
+        return "none: a pull selects, see Pull below\n"
     if not changes or not info.get("parent"):
         return "(first release)\n"
     return (

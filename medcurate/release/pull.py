@@ -45,7 +45,6 @@ from medcurate.release.wids_index import write_wids_index
 SPLITS = ("train", "val", "test")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _ROW = "__row"
-_NO_CHANGES = "## Changes since the parent release\n\n(first release)\n"  # what render_card says
 
 
 class PullError(ValueError):
@@ -301,10 +300,8 @@ def pull(
             "created_at": parent_info.get("created_at"),  # the parent's: a pull has no time of its own
         }
         ledger = _parent_ledger(parent, parent_info)
-        plots = write_plots(info, table, ledger or {"sources": {}}, staging)
-        card = render_card(info, table, ledger or {"sources": {}}, plots).replace(
-            _NO_CHANGES, "## Changes since the parent release\n\nnone: a pull selects, see Pull below\n"
-        )
+        counts = ledger or {"sources": {}}
+        card = render_card(info, table, counts, write_plots(info, table, counts, staging))
         (staging / "card.md").write_text(card + _pull_section(info, manifest.num_rows, ledger is not None))
         (staging / "release.json").write_text(json.dumps(info, indent=2, sort_keys=True, default=str) + "\n")
         write_checksums(staging)
