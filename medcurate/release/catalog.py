@@ -71,6 +71,13 @@ def list_releases(lake: Lake, name: str | None = None) -> list[ReleaseRef]:
     return sorted(found, key=lambda r: (r.name, parse_version(r.version)))
 
 
+def lake_of_release(folder: Path) -> Path | None:
+    """The lake a release folder sits in (``<lake>/releases/<name>/<version>``), if it does: its runs
+    hold the ledger and exclusions behind the release."""
+    folder = folder.resolve()
+    return folder.parents[2] if len(folder.parents) > 2 and folder.parents[1].name == "releases" else None
+
+
 def latest_release(lake: Lake, name: str) -> ReleaseRef | None:
     releases = list_releases(lake, name)
     return releases[-1] if releases else None

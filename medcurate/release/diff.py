@@ -23,6 +23,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from medcurate.release.catalog import lake_of_release
 from medcurate.release.changes import COMPARED
 
 #: One row per added, removed or changed sample (``medcurate diff --out``).
@@ -51,15 +52,9 @@ def _info(folder: Path) -> dict[str, Any]:
     return json.loads((folder / "release.json").read_text())
 
 
-def _lake_root(folder: Path) -> Path | None:
-    """The lake a release folder sits in (``<lake>/releases/<name>/<version>``), if it does."""
-    folder = folder.resolve()
-    return folder.parents[2] if len(folder.parents) > 2 and folder.parents[1].name == "releases" else None
-
-
 def _exclusions(folder: Path, info: Mapping[str, Any]) -> dict[str, tuple[str, str, dict[str, Any]]]:
     """sample_id -> (status reason, stage, lineage detail) of every record B's run excluded."""
-    lake, run_id = _lake_root(folder), info.get("run_id")
+    lake, run_id = lake_of_release(folder), info.get("run_id")
     if lake is None or not run_id:
         return {}
     found: dict[str, tuple[str, str, dict[str, Any]]] = {}

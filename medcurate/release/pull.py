@@ -23,6 +23,7 @@ on where it was written: the same parent, filter and shard sizes give byte-ident
 from __future__ import annotations
 
 import io
+import json
 import re
 import shutil
 import tarfile
@@ -37,7 +38,7 @@ import pyarrow.parquet as pq
 
 from medcurate.release.builder import code_version, manifest_rows_of, write_manifest
 from medcurate.release.card import render_card
-from medcurate.release.catalog import content_hash, file_sha256, write_checksums
+from medcurate.release.catalog import content_hash, file_sha256, lake_of_release, write_checksums
 from medcurate.release.plots import write_plots
 from medcurate.release.shards import write_member_shards
 from medcurate.release.wids_index import write_wids_index
@@ -192,11 +193,8 @@ def _samples(parent: Path, rows: list[dict[str, Any]]) -> Iterator[dict[str, byt
 
 def _parent_ledger(parent: Path, info: dict[str, Any]) -> dict[str, Any] | None:
     """The ledger of the run that built the parent, when the parent still sits in its lake."""
-    import json
-
-    run_id = info.get("run_id")
-    lake_root = parent.resolve().parents[2] if len(parent.resolve().parents) > 2 else None
-    if not run_id or lake_root is None or parent.resolve().parents[1].name != "releases":
+    run_id, lake_root = info.get("run_id"), lake_of_release(parent)
+    if not run_id or lake_root is None:
         return None
     ledger = lake_root / "runs" / run_id / "ledger.json"
     return json.loads(ledger.read_text()) if ledger.is_file() else None
@@ -234,8 +232,6 @@ def pull(
     Shard sizes default to the parent's (its config's ``release`` section). Returns the new
     ``release.json``. ``out`` must not exist or be empty; it appears whole or not at all.
     """
-    import json
-
     parent = Path(parent)
     out = Path(out)
     parent_info = json.loads((parent / "release.json").read_text())
