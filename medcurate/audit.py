@@ -11,7 +11,6 @@ inside its archive). The real path is never printed: the answer says only whethe
 
 from __future__ import annotations
 
-import hashlib
 import json
 import zipfile
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from typing import Any
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from medcurate.hashing import sha256_stream
 from medcurate.lake.catalogue import Catalogue
 from medcurate.lake.restricted import reveal
 from medcurate.lake.store import Lake
@@ -117,28 +117,18 @@ def render_text(result: AuditResult) -> str:
     return "\n".join(lines)
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _sha256_location(location: str) -> str | None:
     """sha256 of a file, or of ``archive.zip!member`` inside its archive; None when it is gone."""
     path, _, member = location.partition("!")
     if not Path(path).is_file():
         return None
     if not member:
-        return _sha256_file(Path(path))
+        with Path(path).open("rb") as stream:
+            return sha256_stream(stream)
     with zipfile.ZipFile(path) as archive:
         try:
             with archive.open(member) as stream:
-                digest = hashlib.sha256()
-                for block in iter(lambda: stream.read(1 << 20), b""):
-                    digest.update(block)
-                return digest.hexdigest()
+                return sha256_stream(stream)
         except KeyError:
             return None
 
