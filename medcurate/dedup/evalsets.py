@@ -165,7 +165,11 @@ class Fingerprinter:
             image = self.normalized(raw)
         except Exclude as exc:  # corrupt, bomb, unsupported mode: counted, not fatal
             return _failed(member, exc.reason)
+        self.seen(member, image)
         return member, image["pixel_sha256"], image["phash"], image.get("phash_fine"), image["sha256"], None
+
+    def seen(self, member: str, image: dict[str, Any]) -> None:
+        """Called with each normalized image; the index needs only the row."""
 
 
 class _Rereader(Fingerprinter):
@@ -177,14 +181,10 @@ class _Rereader(Fingerprinter):
         self.found: list[tuple[str, str, bytes]] = []
 
     def __call__(self, member: str, raw: bytes) -> Row:
-        if member not in self.members:
-            return _failed(member, "not_wanted")
-        try:
-            image = self.normalized(raw)
-        except Exclude as exc:
-            return _failed(member, exc.reason)
+        return super().__call__(member, raw) if member in self.members else _failed(member, "not_wanted")
+
+    def seen(self, member: str, image: dict[str, Any]) -> None:
         self.found.append((member, image["sha256"], image["bytes"]))
-        return member, image["pixel_sha256"], image["phash"], image.get("phash_fine"), image["sha256"], None
 
 
 def _failed(member: str, error: str) -> Row:
