@@ -34,7 +34,7 @@ def labeled_release(
 ):
     """A real release (``curate``, Prefect) of a labeled image folder: one class folder per key of
     ``images``, licensed cc0, modality XR, with ``stages`` after normalize and label_text."""
-    from pipelines.flow import curate
+    from medcurate.pipelines.flow import curate
 
     corpus = root / "corpus"
     for class_name, blobs in images.items():

@@ -11,8 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from medcurate.cli import app
+from medcurate.pipelines.flow import curate
 from medcurate.release.diff import diff_releases, summary
-from pipelines.flow import curate
 
 from .figures import figure, save_png
 

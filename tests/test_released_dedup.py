@@ -11,7 +11,7 @@ from PIL import ImageOps
 
 from medcurate.dedup.released import index_counts
 from medcurate.lake import Lake
-from pipelines.flow import curate
+from medcurate.pipelines.flow import curate
 
 from .figures import figure, save_png
 
