@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-models test lint bench clean
+.PHONY: demo demo-models test chromium lint bench clean
 
 # torch==2.13.0 first: it is the CPU build on this platform's disk; a bare `torch` would fetch a CUDA build.
 $(STAMP): pyproject.toml
@@ -29,7 +29,13 @@ demo-models: $(STAMP)
 	    --model embed=demo-data/models/tiny-clip --set stages.semantic_dedup.threshold=0.9999 \
 	    --set stages.decontaminate.semantic_threshold=0.9999
 
-test: $(STAMP)
+# tests/test_viewer.py drives Debian's chromium with Playwright (Playwright's own browser download is not used).
+chromium:
+	@command -v chromium >/dev/null || { \
+	    SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+test: $(STAMP) chromium
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -ra
 

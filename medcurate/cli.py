@@ -343,6 +343,31 @@ def audit(
 
 
 @app.command()
+def serve(
+    release: Annotated[str, typer.Argument(help="A release folder, or NAME or NAME@VERSION in the lake")],
+    host: Annotated[
+        str, typer.Option(help="Interface to listen on; 0.0.0.0 exposes the release")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port (0: any free port; the first line says which)")] = 8765,
+    allow_host: Annotated[
+        list[str], typer.Option("--allow-host", help="Also accept this Host header (a proxy's name)")
+    ] = [],  # noqa: B006
+    lake: LakeOption = None,
+) -> None:
+    """Audit viewer: a read-only local web page over a release: search by sample id, source, PMCID or
+    label; each sample's image, texts with their authors, scores and lineage; the release card."""
+    from medcurate.viewer.release_view import ReleaseError
+    from medcurate.viewer.server import serve as serve_release
+
+    try:
+        serve_release(_release_folder(release, lake), host, port, tuple(allow_host))
+    except ReleaseError as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"cannot listen on {host}:{port}: {exc}")
+
+
+@app.command()
 def reveal(
     uri: Annotated[str, typer.Argument(help="A pseudonymous clinical uri (a record's source.uri)")],
     lake: LakeOption = None,
