@@ -358,5 +358,46 @@ def test_texts_name_every_author_and_the_timeline_parses_details():
     assert [a["author"] for a in shown["generated_caption"].authors] == ["model:tiny@abc"]
     events = timeline(record)
     assert [e.number for e in events] == [1, 2]
-    assert events[0].details == [("a", "2"), ("b", "1")] and events[1].details == [("details", "free text")]
+    assert events[0].details == [("a", "x"), ("b", "1")] and events[1].details == [("details", "free text")]
     assert display_size(64, 32) == (512, 256) and display_size(2048, 1024) == (512, 256)
+
+
+def test_a_sample_the_release_removed_is_found_with_its_reason(demo_release, tmp_path):
+    """Searching for a sample the parent had shows why this release no longer has it (changes.json)."""
+    from starlette.testclient import TestClient
+
+    from medcurate.viewer.app import create_app
+
+    copy = tmp_path / "release"
+    shutil.copytree(demo_release, copy)
+    changes = json.loads((copy / "changes.json").read_text())
+    gone = {"added": [], "changed": [], "removed": ["labeled-0123456789abcdef01234567"], "uri": "/x.png"}
+    changes["inputs"].append({**gone, "reasons": ["removed: near_duplicate (near_dedup)"]})
+    changes["removed"] = 1
+    (copy / "changes.json").write_text(json.dumps(changes))
+    client = TestClient(create_app(ReleaseView(copy)), base_url="http://127.0.0.1")
+    html = client.get("/search", params={"q": "labeled-0123456789abcdef01234567"}).text
+    assert "is not in this release: removed: near_duplicate (near_dedup)" in html
+    release_page = client.get("/").text
+    assert "1 removed" in release_page and "labeled-0123456789abcdef01234567" in release_page
+
+
+def test_search_aligns_rows_when_a_column_is_all_null(tmp_path):
+    """Fields joined for search stay one text per row even when a joined column holds only nulls."""
+    from medcurate.release.builder import MANIFEST_SCHEMA
+
+    keys = ["a-1", "a-2", "a-3"]
+    columns = {
+        "key": keys,
+        "source_uri": ["/x/one.png", None, "/x/three.png"],
+        "labels": [[{"name": "nodule", "value": None}], [], None],
+        "members": [[]] * 3,
+    }
+    arrays = [pa.array(columns.get(f.name, [None] * 3), f.type) for f in MANIFEST_SCHEMA]
+    pq.write_table(pa.Table.from_arrays(arrays, schema=MANIFEST_SCHEMA), tmp_path / "manifest.parquet")
+    (tmp_path / "checksums.sha256").write_text(f"{'0' * 64}  manifest.parquet\n")
+    (tmp_path / "release.json").write_text('{"name": "t", "version": "1.0.0"}')
+    view = ReleaseView(tmp_path)  # source_sha256 and class_name are all null
+    assert [hit.key for hit in view.search("three", "source")[1]] == ["a-3"]
+    assert [hit.key for hit in view.search("nodule", "label")[1]] == ["a-1"]
+    assert view.search("A-", "any")[0] == 3 and view.row("a-2")["key"] == "a-2" and view.row("b") is None

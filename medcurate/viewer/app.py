@@ -103,23 +103,25 @@ def create_app(view: ReleaseView, lake_root: Path | None = None, hosts: Sequence
         html = env.get_template(name).render(**base, **values)
         return _header(HTMLResponse(html, status_code=status))
 
-    async def release_page(request: Request) -> Response:
-        removed = [
-            {"key": key, "uri": item.get("uri"), "reasons": item.get("reasons") or []}
-            for item in (changes or {}).get("inputs", [])
-            for key in item.get("removed") or []
-        ]
+    removed = [  # samples of the parent that this release no longer has, with why
+        {"key": key, "uri": item.get("uri"), "reasons": item.get("reasons") or ["removed"]}
+        for item in (changes or {}).get("inputs", [])
+        for key in item.get("removed") or []
+    ]
+    why_removed = {item["key"]: item["reasons"] for item in removed}
+
+    def release_page(request: Request) -> Response:
         return page(
             "release.html",
             card=card,
-            examples=view.examples(),
+            examples=view.examples,
             changes=changes,
             removed=removed[:PAGE_SIZE],
             removed_total=len(removed),
             files=sorted(view.files),
         )
 
-    async def search_page(request: Request) -> Response:
+    def search_page(request: Request) -> Response:
         query = request.query_params.get("q", "")
         field = request.query_params.get("field", "any")
         if field not in SEARCH_FIELDS:
@@ -128,10 +130,10 @@ def create_app(view: ReleaseView, lake_root: Path | None = None, hosts: Sequence
             offset = max(0, int(request.query_params.get("offset", "0")))
         except ValueError as exc:
             raise HTTPException(400, "offset must be a whole number") from exc
-        if field in ("any", "id") and query.strip() in view.row_of:
+        if field in ("any", "id") and view.row(query.strip()) is not None:
             return _header(RedirectResponse(f"/sample/{quote(query.strip(), safe='')}", status_code=303))
         total, hits = view.search(query, field, PAGE_SIZE, offset)
-        removed = _removed_reasons(query.strip()) if field in ("any", "id") else []
+        gone = why_removed.get(query.strip(), []) if field in ("any", "id") else []
         return page(
             "search.html",
             query=query,
@@ -140,17 +142,10 @@ def create_app(view: ReleaseView, lake_root: Path | None = None, hosts: Sequence
             hits=hits,
             offset=offset,
             page_size=PAGE_SIZE,
-            removed=removed,
+            removed=gone,
         )
 
-    def _removed_reasons(key: str) -> list[str]:
-        """Why a sample id that is not in the release left it (its changes.json entry), if it did."""
-        for item in (changes or {}).get("inputs", []):
-            if key in (item.get("removed") or []):
-                return item.get("reasons") or ["removed"]
-        return []
-
-    async def sample_page(request: Request) -> Response:
+    def sample_page(request: Request) -> Response:
         key = request.path_params["key"]
         row = view.row(key)
         record = view.record(key) if row else None
@@ -178,7 +173,7 @@ def create_app(view: ReleaseView, lake_root: Path | None = None, hosts: Sequence
             record_json=json.dumps(record, indent=2, sort_keys=True, ensure_ascii=False),
         )
 
-    async def sample_image(request: Request) -> Response:
+    def sample_image(request: Request) -> Response:
         key = request.path_params["key"]
         row = view.row(key)
         ext = view.image_ext(row) if row else None
@@ -187,7 +182,7 @@ def create_app(view: ReleaseView, lake_root: Path | None = None, hosts: Sequence
             raise HTTPException(404, f"no image for sample {key} in this release")
         return _header(Response(data, media_type=MEDIA_TYPES[ext]))
 
-    async def release_file(request: Request) -> Response:
+    def release_file(request: Request) -> Response:
         name = request.path_params["name"]
         path = view.file_path(name)
         if path is None:
@@ -198,7 +193,7 @@ def create_app(view: ReleaseView, lake_root: Path | None = None, hosts: Sequence
             response.headers["content-disposition"] = f'attachment; filename="{quote(Path(name).name)}"'
         return _header(response)
 
-    async def stylesheet(request: Request) -> Response:
+    def stylesheet(request: Request) -> Response:
         css = resources.files("medcurate.viewer").joinpath("static/viewer.css").read_text()
         return _header(Response(css, media_type="text/css"))
 

@@ -34,6 +34,6 @@ def serve(folder: Path, host: str = "127.0.0.1", port: int = 8765, allow_hosts: 
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if family == socket.AF_INET6 else host
     print(f"serving {view.info['name']} {view.info['version']} at http://{shown}:{bound}/", flush=True)
-    print(f"  read-only; {len(view.row_of)} samples; Ctrl-C stops", file=sys.stderr, flush=True)
+    print(f"  read-only; {len(view)} samples; Ctrl-C stops", file=sys.stderr, flush=True)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
     uvicorn.Server(config).run(sockets=[sock])
