@@ -43,6 +43,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/normalize_shard.py
 	$(BIN)/python bench/pmc_ingest.py
 	$(BIN)/python bench/dicom_ingest.py
+	$(BIN)/python bench/viewer.py
 	$(BIN)/python bench/caption_gpu.py
 
 clean:
