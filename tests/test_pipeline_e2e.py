@@ -80,7 +80,10 @@ def test_shards_yield_exactly_the_manifest_samples(demo_run):
 def test_manifest_offsets_point_at_members(demo_run):
     _, lake_root, _ = demo_run
     folder = lake_root / "releases" / "demo" / "1.0.0"
-    row = pq.read_table(folder / "manifest.parquet").to_pylist()[3]
+    rows = pq.read_table(folder / "manifest.parquet").to_pylist()
+    # One 512-byte ustar header per member and no pax header before it (an int mtime needs none).
+    assert all(m["data_offset"] - m["offset"] == 512 for r in rows for m in r["members"])
+    row = rows[3]
     member = next(m for m in row["members"] if m["ext"] == "json")
     with open(folder / row["shard"], "rb") as shard:
         shard.seek(member["data_offset"])

@@ -64,7 +64,7 @@ def write_member_shards(
         maxsize=max_bytes,
         verbose=0,
         encoder=False,
-        mtime=0.0,
+        mtime=0,  # an int: a float mtime makes tarfile add a 1 KiB pax header ("mtime=0.0") to every member
         user="medcurate",
         group="medcurate",
     ) as sink:
