@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
@@ -363,23 +364,29 @@ def test_texts_name_every_author_and_the_timeline_parses_details():
 
 
 def test_a_sample_the_release_removed_is_found_with_its_reason(demo_release, tmp_path):
-    """Searching for a sample the parent had shows why this release no longer has it (changes.json)."""
+    """Searching for a sample the parent had shows why this release no longer has it (changes.json,
+    written here by the same ``compute_changes`` a release build uses)."""
     from starlette.testclient import TestClient
 
+    from medcurate.release.changes import CurrentFacts, compute_changes
     from medcurate.viewer.app import create_app
 
     copy = tmp_path / "release"
     shutil.copytree(demo_release, copy)
-    changes = json.loads((copy / "changes.json").read_text())
-    gone = {"added": [], "changed": [], "removed": ["labeled-0123456789abcdef01234567"], "uri": "/x.png"}
-    changes["inputs"].append({**gone, "reasons": ["removed: near_duplicate (near_dedup)"]})
-    changes["removed"] = 1
-    (copy / "changes.json").write_text(json.dumps(changes))
+    parent = pq.read_table(copy / "manifest.parquet")
+    gone = parent.column("key")[0].as_py()
+    current = parent.filter(pc.not_equal(parent.column("key"), gone))
+    pq.write_table(current, copy / "manifest.parquet")  # this "release" no longer has it
+    facts = CurrentFacts(excluded={gone: "near_duplicate"})
+    (copy / "changes.json").write_text(
+        json.dumps(compute_changes(parent, current.to_pylist(), facts, "1.0.0"))
+    )
     client = TestClient(create_app(ReleaseView(copy)), base_url="http://127.0.0.1")
-    html = client.get("/search", params={"q": "labeled-0123456789abcdef01234567"}).text
-    assert "is not in this release: removed: near_duplicate (near_dedup)" in html
+    html = client.get("/search", params={"q": gone}).text
+    assert f"<code>{gone}</code> is not in this release: near_duplicate" in html
     release_page = client.get("/").text
-    assert "1 removed" in release_page and "labeled-0123456789abcdef01234567" in release_page
+    assert "0 added, 1 removed" in release_page
+    assert f"<td><code>{gone}</code></td>" in release_page and "<td>near_duplicate</td>" in release_page
 
 
 def test_search_aligns_rows_when_a_column_is_all_null(tmp_path):

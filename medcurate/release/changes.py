@@ -125,3 +125,18 @@ def compute_changes(
         "changed": counts["changed"],
         "inputs": inputs,
     }
+
+
+def removed_samples(changes: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """The samples a ``changes.json`` lists as removed, each with its key, reason, input uri and
+    dataset, in the order listed."""
+    return [
+        {
+            "key": removed["key"],
+            "reason": removed["reason"],
+            "uri": entry.get("uri"),
+            "dataset": entry.get("dataset"),
+        }
+        for entry in (changes or {}).get("inputs", [])
+        for removed in entry.get("removed", [])
+    ]

@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from medcurate.release.catalog import lake_of_release
-from medcurate.release.changes import COMPARED
+from medcurate.release.changes import COMPARED, removed_samples
 
 #: One row per added, removed or changed sample (``medcurate diff --out``).
 DIFF_SCHEMA = pa.schema(
@@ -83,9 +83,8 @@ def _ancestors(b: Path, a_version: str, a_name: str) -> Iterator[dict[str, Any]]
 def _removal_reasons(a_info: Mapping[str, Any], b: Path) -> dict[str, str]:
     reasons: dict[str, str] = {}
     for changes in _ancestors(b, a_info["version"], a_info["name"]):
-        for entry in changes.get("inputs", []):
-            for removed in entry.get("removed", []):
-                reasons.setdefault(removed["key"], removed["reason"])
+        for removed in removed_samples(changes):
+            reasons.setdefault(removed["key"], removed["reason"])
     return reasons
 
 

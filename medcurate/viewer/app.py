@@ -28,6 +28,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from medcurate.release.changes import removed_samples
 from medcurate.viewer.release_view import MEDIA_TYPES, SEARCH_FIELDS, ReleaseView
 from medcurate.viewer.sample_page import display_size, run_times, texts, timeline
 
@@ -103,12 +104,8 @@ def create_app(view: ReleaseView, lake_root: Path | None = None, hosts: Sequence
         html = env.get_template(name).render(**base, **values)
         return _header(HTMLResponse(html, status_code=status))
 
-    removed = [  # samples of the parent that this release no longer has, with why
-        {"key": key, "uri": item.get("uri"), "reasons": item.get("reasons") or ["removed"]}
-        for item in (changes or {}).get("inputs", [])
-        for key in item.get("removed") or []
-    ]
-    why_removed = {item["key"]: item["reasons"] for item in removed}
+    removed = removed_samples(changes)  # samples of the parent this release no longer has, with why
+    why_removed = {item["key"]: item["reason"] for item in removed}
 
     def release_page(request: Request) -> Response:
         return page(
@@ -133,7 +130,7 @@ def create_app(view: ReleaseView, lake_root: Path | None = None, hosts: Sequence
         if field in ("any", "id") and view.row(query.strip()) is not None:
             return _header(RedirectResponse(f"/sample/{quote(query.strip(), safe='')}", status_code=303))
         total, hits = view.search(query, field, PAGE_SIZE, offset)
-        gone = why_removed.get(query.strip(), []) if field in ("any", "id") else []
+        gone = why_removed.get(query.strip()) if field in ("any", "id") else None
         return page(
             "search.html",
             query=query,
