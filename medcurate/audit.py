@@ -25,6 +25,7 @@ from medcurate.lake.catalogue import Catalogue
 from medcurate.lake.restricted import reveal
 from medcurate.lake.store import Lake
 from medcurate.release.catalog import list_releases
+from medcurate.release.shards import read_member
 
 
 @dataclass
@@ -44,8 +45,7 @@ def _from_releases(lake: Lake, sample_id: str) -> AuditResult | None:
         row = rows[0]
         member = next(m for m in row["members"] if m["ext"] == "json")
         with lake.fs.open_input_file(lake.path(release.path, row["shard"])) as shard:
-            shard.seek(member["data_offset"])
-            record = json.loads(shard.read(member["size"]))
+            record = json.loads(read_member(shard, sample_id, member))
         return AuditResult(sample_id, f"release {release.name} {release.version} ({row['shard']})", record)
     return None
 

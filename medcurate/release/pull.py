@@ -22,11 +22,9 @@ on where it was written: the same parent, filter and shard sizes give byte-ident
 
 from __future__ import annotations
 
-import io
 import json
 import re
 import shutil
-import tarfile
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
@@ -40,7 +38,7 @@ from medcurate.release.builder import code_version, manifest_rows_of, write_mani
 from medcurate.release.card import render_card
 from medcurate.release.catalog import content_hash, file_sha256, lake_of_release, write_checksums
 from medcurate.release.plots import write_plots
-from medcurate.release.shards import write_member_shards
+from medcurate.release.shards import ShardMemberError, read_member, write_member_shards
 from medcurate.release.wids_index import write_wids_index
 
 SPLITS = ("train", "val", "test")
@@ -154,28 +152,6 @@ def shard_urls(parent: Path, selected: pa.Table) -> list[str]:
     return sorted({(root / shard).as_uri() for shard in selected.column("shard").to_pylist()})
 
 
-def _read_member(stream: IO[bytes], key: str, member: dict[str, Any]) -> bytes:
-    """One member's bytes at its manifest offsets; its own tar header must name ``<key>.<ext>``."""
-    header = member["data_offset"] - member["offset"]
-    if header < 512 or member["size"] < 0:
-        raise PullError(f"manifest offsets of {key}.{member['ext']} are not a tar member")
-    stream.seek(member["offset"])
-    blob = stream.read(header + member["size"])
-    padded = blob + b"\0" * (-len(blob) % 512 + 1024)
-    with tarfile.open(fileobj=io.BytesIO(padded), mode="r:") as tar:
-        info = tar.next()
-        expected = f"{key}.{member['ext']}"
-        if info is None or info.name != expected or not info.isreg() or info.size != member["size"]:
-            found = "nothing" if info is None else repr(info.name)
-            raise PullError(f"shard member at offset {member['offset']} is {found}, not {expected!r}")
-        if info.offset_data != header:
-            raise PullError(f"{expected}: data offset in the manifest does not match its tar header")
-        data = tar.extractfile(info).read()
-    if len(data) != member["size"]:
-        raise PullError(f"{expected}: truncated shard")
-    return data
-
-
 def _samples(parent: Path, rows: list[dict[str, Any]]) -> Iterator[dict[str, bytes | str]]:
     with ExitStack() as stack:
         open_shards: dict[str, IO[bytes]] = {}
@@ -187,7 +163,10 @@ def _samples(parent: Path, rows: list[dict[str, Any]]) -> Iterator[dict[str, byt
                 if not path.is_relative_to(parent.resolve()):
                     raise PullError(f"manifest shard {shard!r} lies outside the release")
                 open_shards[shard] = stack.enter_context(path.open("rb"))
-            members = {m["ext"]: _read_member(open_shards[shard], key, m) for m in row["members"]}
+            try:
+                members = {m["ext"]: read_member(open_shards[shard], key, m) for m in row["members"]}
+            except ShardMemberError as exc:
+                raise PullError(str(exc)) from exc
             yield {"__key__": key, **members}
 
 

@@ -7,10 +7,11 @@ finished tars' headers back, which is what a random-access reader (``wids``, the
 
 from __future__ import annotations
 
+import io
 import tarfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import webdataset as wds
 
@@ -79,3 +80,42 @@ def member_offsets(shard: Path) -> Iterator[tuple[str, str, int, int, int]]:
         for info in tar:
             key, ext = info.name.split(".", 1)
             yield key, ext, info.offset, info.offset_data, info.size
+
+
+class ShardMemberError(ValueError):
+    """Manifest offsets that do not lead to the member they name."""
+
+
+def read_member(stream: IO[bytes], key: str, member: dict[str, Any]) -> bytes:
+    """One member's bytes at its manifest offsets (``members[]`` of a manifest row), with one seek and
+    read; its own tar header must name ``<key>.<ext>`` with that size, so a stale or doctored manifest
+    cannot hand back another member's bytes, or bytes past the end of the shard."""
+    header = member["data_offset"] - member["offset"]
+    expected = f"{key}.{member['ext']}"
+    if member["offset"] < 0 or header < 512 or member["size"] < 0:
+        raise ShardMemberError(f"manifest offsets of {expected} are not a tar member")
+    if member["offset"] + header + member["size"] > stream.seek(0, io.SEEK_END):
+        raise ShardMemberError(f"manifest offsets of {expected} lie past the end of the shard")
+    stream.seek(member["offset"])
+    blob = stream.read(header + member["size"])
+    padded = blob + b"\0" * (-len(blob) % 512 + 1024)
+    try:
+        with tarfile.open(fileobj=io.BytesIO(padded), mode="r:") as tar:
+            info = tar.next()
+            if info is None or info.name != expected or not info.isreg() or info.size != member["size"]:
+                found = "nothing" if info is None else repr(info.name)
+                raise ShardMemberError(
+                    f"shard member at offset {member['offset']} is {found}, not {expected!r}"
+                )
+            if info.offset_data != header:
+                raise ShardMemberError(
+                    f"{expected}: data offset in the manifest does not match its tar header"
+                )
+            data = tar.extractfile(info).read()
+    except tarfile.TarError as exc:
+        raise ShardMemberError(
+            f"shard member at offset {member['offset']} is not a tar member: {exc}"
+        ) from exc
+    if len(data) != member["size"]:
+        raise ShardMemberError(f"{expected}: truncated shard")
+    return data

@@ -145,7 +145,7 @@ def create_app(view: ReleaseView, lake_root: Path | None = None, hosts: Sequence
     def sample_page(request: Request) -> Response:
         key = request.path_params["key"]
         row = view.row(key)
-        record = view.record(key) if row else None
+        record = view.record(row) if row else None
         if row is None or record is None:
             raise HTTPException(404, f"no sample {key} in this release")
         image_ext = view.image_ext(row)
@@ -174,7 +174,7 @@ def create_app(view: ReleaseView, lake_root: Path | None = None, hosts: Sequence
         key = request.path_params["key"]
         row = view.row(key)
         ext = view.image_ext(row) if row else None
-        data = view.member(key, ext) if ext else None
+        data = view.member(row, ext) if ext else None
         if data is None:
             raise HTTPException(404, f"no image for sample {key} in this release")
         return _header(Response(data, media_type=MEDIA_TYPES[ext]))

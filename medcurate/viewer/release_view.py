@@ -4,7 +4,8 @@ Every byte the viewer sends comes through here, and only from files the release 
 ``checksums.sha256`` (plus that listing): a request names a file by the exact relative path written
 there, never by a path that is joined and resolved, so ``..``, absolute paths, encoded separators and
 symlinks leading out of the folder all find nothing. Sample members are read from those files through
-the manifest's offsets, bounded by the file's size, so a doctored manifest cannot read past a shard.
+the manifest's offsets and checked against their own tar headers, so a doctored manifest cannot read
+past a shard or hand out another member's bytes.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from medcurate.release.catalog import CHECKSUMS
+from medcurate.release.shards import ShardMemberError, read_member
 
 # Media types of the members and release files the viewer sends; anything else goes as a download.
 MEDIA_TYPES = {
@@ -147,24 +149,21 @@ class ReleaseView:
         index = pc.index(self.keys, key).as_py()
         return None if index < 0 else self.manifest.slice(index, 1).to_pylist()[0]
 
-    def member(self, key: str, ext: str) -> bytes | None:
-        """The bytes of a sample's member (``json``, ``png``, ...), read at the manifest's offsets."""
-        row = self.row(key)
-        if row is None:
-            return None
+    def member(self, row: dict[str, Any], ext: str) -> bytes | None:
+        """The bytes of a sample's member (``json``, ``png``, ...) at the manifest's offsets, checked
+        against the member's own tar header (``shards.read_member``); None if they do not lead to it."""
         member = next((m for m in row["members"] if m["ext"] == ext), None)
         shard = self.file_path(row["shard"])
         if member is None or shard is None:
             return None
-        start, size = member["data_offset"], member["size"]
-        if start < 0 or size < 0 or start + size > shard.stat().st_size:
-            return None
         with shard.open("rb") as stream:
-            stream.seek(start)
-            return stream.read(size)
+            try:
+                return read_member(stream, row["key"], member)
+            except ShardMemberError:
+                return None
 
-    def record(self, key: str) -> dict[str, Any] | None:
-        data = self.member(key, "json")
+    def record(self, row: dict[str, Any]) -> dict[str, Any] | None:
+        data = self.member(row, "json")
         return None if data is None else json.loads(data)
 
     def image_ext(self, row: dict[str, Any]) -> str | None:
